@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -- creates .venv from pyproject.toml, installs the data, runs scripts/demo.py
+#   make test   -- same set-up, then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data demo test clean
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (no downloads at run time).
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	$(if $(shell command -v sudo),sudo,) apt-get install -y -q dataset-fashion-mnist || \
+	  ( $(if $(shell command -v sudo),sudo,) apt-get update -q && $(if $(shell command -v sudo),sudo,) apt-get install -y -q dataset-fashion-mnist )
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,111 @@
+"""compile_dual end to end: ratios, stats, calling convention, errors and fallbacks."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_dual
+from models import FunctionalMLP, GeluMLP, odd_mlp
+
+
+def _data(n, k, batch=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, k, generator=g) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return odd_mlp("tanh", (64, 256, 192, 10))
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_observed_ratio_on_held_out_inputs(mlp, ratio):
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(16, 64), insensitive_ratio=ratio)
+    for x in torch.randn(400, 1, 64):
+        mod(x)
+    stats = mod.stats()
+    assert [s.name for s in stats] == ["0", "2"]
+    for layer in stats:
+        assert layer.calls == 400
+        assert abs(layer.observed_ratio - ratio) <= 0.05, layer
+        assert layer.dual_bytes < layer.dense_bytes
+
+
+def test_per_layer_ratios_and_outputs_approximate(mlp):
+    calib = _data(8, 64)
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calib, insensitive_ratio={"0": 0.6})
+    assert [layer["name"] for layer in mod.metadata["layers"]] == ["0"]
+    assert {d["name"] for d in mod.metadata["dense_layers"]} >= {"2"}
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        assert (mod(x) - mlp(x)).abs().max().item() < 0.5
+
+
+def test_seeded_compiles_are_identical(mlp):
+    calib = _data(4, 64)
+    a = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calib, insensitive_ratio=0.5)
+    b = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calib, insensitive_ratio=0.5)
+    for x in torch.randn(20, 1, 64):
+        assert torch.equal(a(x), b(x))
+
+
+def test_unsupported_layer_stays_dense_and_exact():
+    model = GeluMLP().eval()
+    x = torch.randn(1, 40)
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"'fc1' stays dense.*gelu"):
+        mod = tvm_dual.compile_dual(model, (x,), calibration=_data(4, 40), insensitive_ratio={"fc2": 0.0})
+    with torch.no_grad():
+        assert (mod(x) - model(x)).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="'fc1' cannot be compiled as a dual module"):
+        tvm_dual.compile_dual(model, (x,), insensitive_ratio={"fc1": 0.5})
+
+
+def test_wrong_inputs_are_rejected_with_expected_and_got(mlp):
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(2, 64),), insensitive_ratio=0.0)
+    with pytest.raises(ValueError, match=r"expected shape \(2, 64\) dtype float32, got shape \(3, 64\) dtype float32"):
+        mod(torch.randn(3, 64))
+    with pytest.raises(ValueError, match=r"expected shape \(2, 64\) dtype float32, got shape \(2, 64\) dtype float64"):
+        mod(np.zeros((2, 64)))
+    with pytest.raises(ValueError, match="expected 1 inputs"):
+        mod(torch.randn(2, 64), torch.randn(2, 64))
+    with pytest.raises(TypeError, match="must be a torch.Tensor or numpy array"):
+        mod([[0.0] * 64] * 2)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])
+def test_ratios_out_of_range_are_rejected(mlp, ratio):
+    with pytest.raises(ValueError, match="insensitive ratio"):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio=ratio)
+
+
+def test_unknown_layer_name_is_rejected(mlp):
+    with pytest.raises(ValueError, match=r"no dual-capable layer named 'fc9'; candidates are \['0', '2'\]"):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio={"fc9": 0.5})
+
+
+def test_functional_model_dual_layers_are_named_by_parameter():
+    model = FunctionalMLP().eval()
+    x = torch.randn(1, 37)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tvm_dual.DualCompileWarning)
+        mod = tvm_dual.compile_dual(model, (x,), calibration=_data(4, 37), insensitive_ratio=0.5)
+    names = {layer["name"] for layer in mod.metadata["layers"]}
+    assert names == {"w1", "fc2", "fc3"}  # fc3 feeds tanh in one branch; w1 is a bare parameter
+    out = mod(x)
+    assert out["logits"].shape == (1, 11)
+
+
+def test_stats_report_counters_not_estimates(mlp):
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(8, 64), insensitive_ratio=0.5)
+    assert all(s.calls == 0 for s in mod.stats())
+    mod(torch.zeros(1, 64))
+    first = mod.stats()
+    mod(torch.randn(1, 64) * 100)
+    second = mod.stats()
+    assert all(s.calls == 1 for s in first) and all(s.calls == 2 for s in second)
+    assert any(a.rows_read != b.rows_read - a.rows_read for a, b in zip(first, second))
+    assert "observed" in str(second)
+    mod.reset_stats()
+    assert all(s.calls == 0 for s in mod.stats())

@@ -1,0 +1,109 @@
+"""PyTorch -> Relax: torch.export, then from_exported_program with weights bound as constants."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+import tvm
+from tvm.relax.frontend.torch import from_exported_program
+
+from .sites import weight_digest
+
+
+class ModelImportError(RuntimeError):
+    """The model could not be imported into Relax."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{tuple(self.shape)} {self.dtype}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_dict(d: dict) -> "TensorSpec":
+        return TensorSpec(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
+
+
+@dataclass
+class ImportedModel:
+    mod: tvm.IRModule
+    inputs: list[TensorSpec]
+    out_spec: str  # torch pytree TreeSpec, serialized
+    layer_names: dict[str, str]  # weight digest -> module path ("encoder.fc1")
+
+
+def normalize_inputs(example_inputs) -> tuple[torch.Tensor, ...]:
+    """A tensor, an array, or a tuple/list of them -> a tuple of torch tensors."""
+    if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError(
+            f"example_inputs must be a tensor or a non-empty tuple of tensors, got {type(example_inputs).__name__}"
+        )
+    tensors = []
+    for i, value in enumerate(example_inputs):
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"example input {i} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+        tensors.append(value.detach())
+    return tuple(tensors)
+
+
+def _layer_names(model: torch.nn.Module) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for fqn, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.dim() == 2 and tensor.dtype == torch.float32:
+            layer = fqn.rsplit(".", 1)[0] if fqn.endswith(".weight") else fqn
+            names.setdefault(weight_digest(tensor.detach().cpu().numpy()), layer or fqn)
+    return names
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
+    """Export `model` at the shapes of `example_inputs` and translate it to Relax."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = normalize_inputs(example_inputs)
+    with eval_mode(model), torch.no_grad():
+        try:
+            exported = torch.export.export(model, inputs)
+        except Exception as err:
+            raise ModelImportError(f"torch.export failed on {type(model).__name__}: {err}") from err
+        try:
+            mod = from_exported_program(exported, keep_params_as_input=False)
+        except Exception as err:
+            raise ModelImportError(
+                f"TVM's PyTorch frontend cannot translate {type(model).__name__}: {str(err).splitlines()[0]}"
+            ) from err
+    names = [spec.arg.name for spec in exported.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    specs = [
+        TensorSpec(name=names[i] if i < len(names) else f"input{i}", shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""))
+        for i, t in enumerate(inputs)
+    ]
+    return ImportedModel(
+        mod=mod,
+        inputs=specs,
+        out_spec=pytree.treespec_dumps(exported.call_spec.out_spec),
+        layer_names=_layer_names(model),
+    )

@@ -1,0 +1,109 @@
+"""The inner loop that the dual and dense GEMV kernels share: dot products of a group of weight rows
+with one input row, vectorized along K.
+
+A group of G rows is read at once so that G independent streams are in flight (memory-level
+parallelism is what a batch-1 GEMV lives on). Each row keeps L float32 accumulator lanes. The
+accumulators live in one stack buffer of G*L floats: under 1 KiB, TVM emits a stack alloca that LLVM
+promotes to registers once the group loop is unrolled, while a 1 KiB or larger buffer would become a
+TVMBackendAllocWorkspace call in every parallel iteration.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+MAX_ACCUMULATOR_FLOATS = 255  # G*L floats must stay under TVM's kMaxStackAlloca (1024 bytes)
+MAX_LANES = 128
+
+
+def check_group(group: int, lanes: int) -> None:
+    if lanes < 1 or lanes & (lanes - 1) or lanes > MAX_LANES:
+        raise ValueError(f"lanes must be a power of two up to {MAX_LANES}, got {lanes}")
+    if group < 1 or group * lanes > MAX_ACCUMULATOR_FLOATS:
+        raise ValueError(
+            f"rows per group x lanes = {group} x {lanes} must be at most {MAX_ACCUMULATOR_FLOATS} "
+            f"floats (stack accumulator limit)"
+        )
+
+
+def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
+    """Return a T.macro `dot(acc, A, idx, base, next_base, X, xb, K)`.
+
+    After it runs, acc[g * L] holds sum_k float(A[row_g, k]) * X[xb, k] for g in 0..G-1 and k < K,
+    where row_g = idx[base + g] if `gathered` else base + g (then `idx` is unused; pass 0). With
+    `prefetch`, the rows of the group that starts at `next_base` are prefetched one cache line per
+    chunk (the hardware streamer does the rest); `next_base` must be a valid group start. K may be
+    symbolic: the template is specialized to shapes later.
+    """
+    check_group(group, lanes)
+    G, L = group, lanes
+
+    def row(idx, i: tirx.PrimExpr) -> tirx.PrimExpr:
+        return idx[i] if gathered else i
+
+    @T.macro
+    def dot(acc, A, idx, base, next_base, X, xb, K):
+        for g in T.unroll(G):
+            for v in T.vectorized(L):
+                acc[g * L + v] = T.float32(0)
+        for kc in range(K // L):
+            if prefetch:
+                for g in T.unroll(G):
+                    T.evaluate(
+                        T.call_llvm_intrin(
+                            "void",
+                            "llvm.prefetch.p0",
+                            T.address_of(A[row(idx, next_base + g), kc * L]),
+                            T.int32(0),
+                            T.int32(3),
+                            T.int32(1),
+                        )
+                    )
+            for g in T.unroll(G):
+                for v in T.vectorized(L):
+                    acc[g * L + v] = (
+                        acc[g * L + v]
+                        + T.Cast("float32", A[row(idx, base + g), kc * L + v]) * X[xb, kc * L + v]
+                    )
+        for g in T.unroll(G):
+            # static ifs: a log2(L)-step tree reduction of the lanes into acc[g * L]
+            if L >= 128:
+                for v in T.vectorized(64):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 64]
+            if L >= 64:
+                for v in T.vectorized(32):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 32]
+            if L >= 32:
+                for v in T.vectorized(16):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
+            if L >= 16:
+                for v in T.vectorized(8):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
+            if L >= 8:
+                for v in T.vectorized(4):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
+            if L >= 4:
+                for v in T.vectorized(2):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
+            if L >= 2:
+                acc[g * L] = acc[g * L] + acc[g * L + 1]
+            for kt in range(K % L):
+                acc[g * L] = acc[g * L] + T.Cast("float32", A[row(idx, base + g), K // L * L + kt]) * X[xb, K // L * L + kt]
+
+    return dot
+
+
+def specialize(template: tirx.PrimFunc, shapes: list[tuple[tuple[int, ...], str]], symbol: str) -> tirx.PrimFunc:
+    """Bind a template's symbolic buffer shapes by giving every parameter a concrete buffer.
+
+    Kernel templates are parsed once per set of static knobs (TVMScript parsing costs about a
+    second per function); binding shapes costs under a millisecond.
+    """
+    if len(shapes) != len(template.params):
+        raise ValueError(f"{symbol}: {len(template.params)} parameters, {len(shapes)} shapes given")
+    binding = {
+        param: tirx.decl_buffer(shape, dtype, name=param.name)
+        for param, (shape, dtype) in zip(template.params, shapes)
+    }
+    return template.specialize(binding).with_attr("global_symbol", symbol)

@@ -1,0 +1,70 @@
+"""The plan: what calibration decided for each dual layer, consumed by DualModuleRewrite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kernels.dual_dense import DualKernelConfig
+from .little import LittleModule
+
+
+@dataclass
+class DualLayerPlan:
+    name: str  # user-facing layer name, e.g. "fc1" from the module path
+    key: str  # sites.layer_key: activation + weight digest
+    act: str
+    n: int
+    k: int
+    little: LittleModule
+    lo: np.ndarray  # (N,) float32: sensitive iff lo <= little value <= hi (or not finite)
+    hi: np.ndarray
+    target_ratio: float
+    calibration_ratio: float  # insensitive fraction on the calibration data
+    kernel: DualKernelConfig = field(default_factory=DualKernelConfig)
+    schedule_source: str = "default"  # where the kernel knobs came from
+
+    @property
+    def threshold(self) -> float:
+        """The scalar t of the layer: |z| > t (tanh/sigmoid) or z < t (ReLU) is insensitive."""
+        return float(self.lo[0]) if self.act == "relu" else float(self.hi[0])
+
+
+@dataclass
+class DualPlan:
+    layers: dict[str, DualLayerPlan] = field(default_factory=dict)  # by key
+
+    def add(self, layer: DualLayerPlan) -> None:
+        self.layers[layer.key] = layer
+
+    def get(self, key: str) -> DualLayerPlan | None:
+        return self.layers.get(key)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+def thresholds_for_ratio(little_values: np.ndarray, act: str, ratio: float) -> tuple[float, float, float]:
+    """(lo, hi, observed insensitive fraction) so that `ratio` of the little values are insensitive.
+
+    tanh and sigmoid saturate on both sides: the insensitive region is |z| > t. ReLU is
+    insensitive below t (the output is 0 there).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"insensitive ratio must be in [0, 1), got {ratio}")
+    values = np.asarray(little_values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no finite little-module values to choose a threshold from")
+    if act in ("tanh", "sigmoid"):
+        t = float(np.quantile(np.abs(values), 1.0 - ratio)) if ratio > 0 else np.inf
+        lo, hi = -t, t
+        observed = float(np.mean(np.abs(values) > t))
+    elif act == "relu":
+        t = float(np.quantile(values, ratio)) if ratio > 0 else -np.inf
+        lo, hi = t, np.inf
+        observed = float(np.mean(values < t))
+    else:
+        raise ValueError(f"no insensitive region for activation {act!r}")
+    return np.float32(lo), np.float32(hi), observed

@@ -1,0 +1,180 @@
+"""Linear layers in a Relax function: patterns, keys and classification.
+
+A linear layer is `matmul(x, permute_dims(W))`, optionally `+ b`, with W and b constants, which is
+what torch.export produces for nn.Linear, F.linear and `x @ W.T + b`. A linear layer followed by
+tanh, sigmoid or ReLU is a dual-module candidate. Layers are identified by a key derived from the
+weight's contents and the activation, so that every pass, the calibration and the plan agree on
+"which layer" without relying on variable names, which passes rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
+
+from .kernels.dual_dense import MAX_BATCH
+
+DUAL_ACTIVATIONS = {"relax.tanh": "tanh", "relax.sigmoid": "sigmoid", "relax.nn.relu": "relu"}
+# Elementwise nonlinearities that follow linear layers in practice but have no insensitive region
+# the dual kernel supports: such layers are compiled dense, with a warning.
+OTHER_ACTIVATIONS = (
+    "relax.nn.gelu",
+    "relax.nn.gelu_tanh",
+    "relax.nn.silu",
+    "relax.nn.leakyrelu",
+    "relax.nn.softplus",
+    "relax.nn.selu",
+    "relax.nn.prelu",
+    "relax.clip",
+    "relax.nn.softmax",
+    "relax.nn.log_softmax",
+    "relax.exp",
+)
+
+
+@dataclass
+class LinearPattern:
+    """Pattern pieces of one linear layer; `linear` matches with or without the bias add."""
+
+    x: DFPattern
+    weight: DFPattern
+    bias: DFPattern
+    biased: DFPattern
+    linear: DFPattern
+
+
+def linear_pattern() -> LinearPattern:
+    x, weight, bias = wildcard(), is_const(), is_const()
+    matmul = is_op("relax.matmul")(x, is_op("relax.permute_dims")(weight))
+    biased = is_op("relax.add")(matmul, bias) | is_op("relax.add")(bias, matmul)
+    return LinearPattern(x=x, weight=weight, bias=bias, biased=biased, linear=biased | matmul)
+
+
+def activation_pattern(ops, inner: DFPattern) -> DFPattern:
+    pattern = None
+    for op in ops:
+        call = is_op(op)(inner)
+        pattern = call if pattern is None else pattern | call
+    return pattern
+
+
+def constant_array(expr: relax.Expr) -> np.ndarray:
+    return expr.value.numpy()
+
+
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(v) for v in ty.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def weight_digest(weight: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(str((weight.shape, weight.dtype.str)).encode())
+    h.update(np.ascontiguousarray(weight).tobytes())
+    return h.hexdigest()[:16]
+
+
+def layer_key(act: str, weight_digest: str, bias_digest: str | None) -> str:
+    return f"{act}:{weight_digest}:{bias_digest or 'nobias'}"
+
+
+class WeightKeys:
+    """Memoized weight digests: an unrolled LSTM matches the same constant at every step."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[relax.Expr, np.ndarray, str]] = []
+
+    def lookup(self, const: relax.Expr) -> tuple[np.ndarray, str]:
+        for seen, array, digest in self._seen:
+            if seen.same_as(const):
+                return array, digest
+        array = constant_array(const)
+        digest = weight_digest(array)
+        self._seen.append((const, array, digest))
+        return array, digest
+
+
+@dataclass
+class LinearSite:
+    """One linear layer as found in the graph (a layer used twice is one site)."""
+
+    key: str
+    digest: str  # of the weight, which names the layer (sites.WeightKeys)
+    act: str | None  # "tanh" | "sigmoid" | "relu" for candidates, the op name for others, None
+    n: int
+    k: int
+    batch_shape: tuple[int, ...]  # leading dims of x
+    has_bias: bool
+    dual_ok: bool
+    reason: str = ""  # why a layer with an activation cannot be dual
+
+    @property
+    def batch(self) -> int:
+        return int(np.prod(self.batch_shape)) if self.batch_shape else 1
+
+
+def match_key(matches, pat: LinearPattern, keys: WeightKeys, act: str) -> str:
+    bias_digest = keys.lookup(matches[pat.bias])[1] if pat.bias in matches else None
+    return layer_key(act, keys.lookup(matches[pat.weight])[1], bias_digest)
+
+
+def _site_from_match(matches, pat: LinearPattern, keys: WeightKeys, act: str, dual_act: bool) -> LinearSite | None:
+    x_shape = static_shape(matches[pat.x])
+    weight, digest = keys.lookup(matches[pat.weight])
+    if weight.ndim != 2:
+        return None
+    n, k = weight.shape
+    has_bias = pat.bias in matches
+    reason = ""
+    if not dual_act:
+        reason = f"activation {act} has no insensitive region the dual kernel supports"
+    elif x_shape is None or len(x_shape) < 1:
+        reason = "input shape is not static"
+    elif weight.dtype != np.float32 or matches[pat.x].ty.dtype != "float32":
+        reason = f"dtype {weight.dtype} is not float32"
+    elif has_bias and constant_array(matches[pat.bias]).shape not in ((n,), (1, n)):
+        reason = "bias is not a vector over the outputs"
+    elif int(np.prod(x_shape[:-1])) > MAX_BATCH:
+        reason = f"batch {int(np.prod(x_shape[:-1]))} exceeds the dual kernel's maximum of {MAX_BATCH}"
+    return LinearSite(
+        key=match_key(matches, pat, keys, act),
+        digest=digest,
+        act=act,
+        n=n,
+        k=k,
+        batch_shape=tuple(x_shape[:-1]) if x_shape else (),
+        has_bias=has_bias,
+        dual_ok=dual_act and not reason,
+        reason=reason,
+    )
+
+
+def find_linear_sites(func: relax.Function) -> list[LinearSite]:
+    """All linear layers of `func` followed by an activation (dual candidates and unsupported)."""
+    pat = linear_pattern()
+    keys = WeightKeys()
+    sites: dict[str, LinearSite] = {}
+
+    def record(ops, dual_act):
+        def rewriter(expr, matches):
+            op_name = expr.op.name
+            act = DUAL_ACTIVATIONS.get(op_name, op_name)
+            site = _site_from_match(matches, pat, keys, act, dual_act)
+            if site is not None:
+                sites.setdefault(site.key, site)
+            return expr
+
+        rewrite_call(activation_pattern(ops, pat.linear), rewriter, func)
+
+    record(DUAL_ACTIVATIONS, True)
+    record(OTHER_ACTIVATIONS, False)
+    return list(sites.values())

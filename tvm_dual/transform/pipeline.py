@@ -1,0 +1,46 @@
+"""The pass pipelines: graph-level rewrites, then lowering with schedules for everything left."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+from tvm.s_tir import dlight
+
+from ..plan import DualPlan
+from .dense_gemv_rewrite import DenseGemvRewrite
+from .dual_module_rewrite import DualModuleRewrite
+from .expose_dual_counters import ExposeDualCounters
+
+
+def rewrite_passes(plan: DualPlan | None, report_counters: bool) -> list[tvm.transform.Pass]:
+    """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W))."""
+    passes: list[tvm.transform.Pass] = []
+    if plan is not None and len(plan):
+        passes.append(DualModuleRewrite(plan))
+    passes.append(DenseGemvRewrite())
+    if report_counters:
+        passes.append(ExposeDualCounters())
+    return passes
+
+
+def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's CPU pipeline with dlight CPU rules for the ops our kernels do not cover."""
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmDualLowering")
+    def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu_pipeline.library_dispatch_passes(target)
+                + cpu_pipeline.legalize_passes(target)
+                + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+                + cpu_pipeline.dataflow_lower_passes(target)
+                + cpu_pipeline.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _lower
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    return tvm.compile(mod, target=target, relax_pipeline=lowering_pipeline(target))
