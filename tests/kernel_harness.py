@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import tvm
 
-from tvm_dual.kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_little_weights
+from tvm_dual.kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
 from tvm_dual.reference import dual_reference, sensitive_mask
 from tvm_dual.target import host_target
 
@@ -35,7 +35,8 @@ def run_dual(shape: DualDenseShape, config: DualKernelConfig, x, p, lo, hi):
     """Run the debug kernel; returns (y, rows read, little values, mask)."""
     B, N = shape.batch, shape.n
     outs = [np.zeros((B, N), np.float32), np.zeros(1, np.int32), np.zeros((B, N), np.float32), np.zeros((B, N), np.int8)]
-    arrays = [x, p["W"], p["bias"], p["P"], p["Ps"], pack_little_weights(p["WL"], config.little_block), p["WLs"], p["bL"], lo, hi, *outs]
+    consts = pack_dual_constants(p["bias"], p["P"], p["Ps"], p["WL"], p["WLs"], p["bL"], lo, hi, config.little_block)
+    arrays = [x, p["W"], *consts, *outs]
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
     build_dual(shape, config)(*args)
     y, count, little, mask = (a.numpy() for a in args[-4:])

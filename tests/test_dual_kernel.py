@@ -9,10 +9,11 @@ from kernel_harness import check_against_reference, random_little
 from tvm_dual.kernels.dual_dense import DualDenseShape, DualKernelConfig
 
 CONFIGS = [
+    DualKernelConfig(rows_per_group=4, lanes=16, little_block=64, tasks=3, parallel_projection_min=0),
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=64),
     DualKernelConfig(rows_per_group=1, lanes=8, little_block=16, prefetch=True),
     DualKernelConfig(rows_per_group=8, lanes=16, little_block=32, prefetch=True),
-    DualKernelConfig(rows_per_group=2, lanes=64, little_block=128, parallel_activation_min=1),
+    DualKernelConfig(rows_per_group=2, lanes=64, little_block=128, tasks=1),
 ]
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -76,37 +80,54 @@ class DualStats(list):
 _ALIGNMENT = 64  # TVM's kernels assume 64-byte aligned buffers
 
 
-def _aligned_copy(array: np.ndarray) -> np.ndarray:
-    raw = np.empty(array.nbytes + _ALIGNMENT, dtype=np.uint8)
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGNMENT, dtype=np.uint8)
     offset = (-raw.ctypes.data) % _ALIGNMENT
-    out = raw[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)
-    np.copyto(out, array)
-    return out
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
-def _to_tvm(value, spec: TensorSpec, index: int):
-    """A zero-copy TVM view of an input (copied only when misaligned), after checking it."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach()
-        if value.device.type != "cpu":
-            raise ValueError(f"input {index} ({spec.name!r}) is on {value.device}; tvm_dual runs on the CPU")
-        shape, dtype = tuple(value.shape), str(value.dtype).replace("torch.", "")
-    elif isinstance(value, np.ndarray):
-        shape, dtype = tuple(value.shape), str(value.dtype)
-    elif isinstance(value, tvm.runtime.Tensor):
-        return _to_tvm(np.from_dlpack(value), spec, index)
-    else:
-        raise TypeError(f"input {index} ({spec.name!r}) must be a torch.Tensor or numpy array, got {type(value).__name__}")
-    if shape != tuple(spec.shape) or dtype != spec.dtype:
-        raise ValueError(
-            f"input {index} ({spec.name!r}): expected shape {tuple(spec.shape)} dtype {spec.dtype}, "
-            f"got shape {shape} dtype {dtype}"
+class _InputStage:
+    """Checks one input and hands it to the VM without a copy when it is contiguous and aligned;
+    otherwise it is copied into a staging buffer owned by the module (used under the call lock)."""
+
+    def __init__(self, spec: TensorSpec, index: int) -> None:
+        self.spec, self.index = spec, index
+        self.shape = tuple(spec.shape)
+        self.np_dtype = np.dtype(spec.dtype)
+        self.torch_dtype = getattr(torch, spec.dtype)
+        self.staging = _aligned_empty(self.shape, self.np_dtype)
+        self.staging_view = tvm_ffi.from_dlpack(self.staging)
+
+    def _mismatch(self, shape, dtype) -> ValueError:
+        return ValueError(
+            f"input {self.index} ({self.spec.name!r}): expected shape {self.shape} dtype {self.spec.dtype}, "
+            f"got shape {tuple(shape)} dtype {str(dtype).replace('torch.', '')}"
         )
-    array = value.contiguous() if isinstance(value, torch.Tensor) else np.ascontiguousarray(value)
-    address = array.data_ptr() if isinstance(array, torch.Tensor) else array.ctypes.data
-    if address % _ALIGNMENT:
-        array = _aligned_copy(array.numpy() if isinstance(array, torch.Tensor) else array)
-    return tvm_ffi.from_dlpack(array), array  # keep the source alive while the view is in use
+
+    def __call__(self, value):
+        if isinstance(value, np.ndarray):
+            if value.shape != self.shape or value.dtype != self.np_dtype:
+                raise self._mismatch(value.shape, value.dtype)
+            if value.flags.c_contiguous and value.ctypes.data % _ALIGNMENT == 0:
+                return tvm_ffi.from_dlpack(value)
+            np.copyto(self.staging, value)
+            return self.staging_view
+        if isinstance(value, torch.Tensor):
+            if tuple(value.shape) != self.shape or value.dtype != self.torch_dtype:
+                raise self._mismatch(value.shape, value.dtype)
+            if value.device.type != "cpu":
+                raise ValueError(f"input {self.index} ({self.spec.name!r}) is on {value.device}; tvm_dual runs on the CPU")
+            value = value.detach()
+            if value.is_contiguous() and value.data_ptr() % _ALIGNMENT == 0:
+                return tvm_ffi.from_dlpack(value)
+            self.staging[...] = value.numpy()
+            return self.staging_view
+        if isinstance(value, tvm.runtime.Tensor):
+            return self(np.from_dlpack(value))
+        raise TypeError(
+            f"input {self.index} ({self.spec.name!r}) must be a torch.Tensor or numpy array, got {type(value).__name__}"
+        )
 
 
 def _leaves(result) -> list:
@@ -129,6 +150,9 @@ class DualModule:
         self._out_spec = pytree.treespec_loads(metadata["out_spec"])
         self._layers = {layer["name"]: layer for layer in metadata["layers"]}
         self._counter_layers: list[str] = metadata.get("counter_layers", [])
+        self._stages = [_InputStage(spec, i) for i, spec in enumerate(self._inputs)]
+        self._single_output = self._out_spec.num_leaves == 1 and self._out_spec.is_leaf()
+        self._counter_slots = np.array([list(self._layers).index(n) for n in self._counter_layers], dtype=np.int64)
         self._lock = threading.Lock()
         self._vm = None
         self._main = None
@@ -156,37 +180,67 @@ class DualModule:
         return self._vm
 
     def __call__(self, *inputs):
-        if len(inputs) != len(self._inputs):
-            raise ValueError(f"expected {len(self._inputs)} inputs ({', '.join(s.name for s in self._inputs)}), got {len(inputs)}")
-        views = [_to_tvm(value, spec, i) for i, (value, spec) in enumerate(zip(inputs, self._inputs))]
+        if len(inputs) != len(self._stages):
+            raise ValueError(f"expected {len(self._stages)} inputs ({', '.join(s.name for s in self._inputs)}), got {len(inputs)}")
         as_torch = any(isinstance(v, torch.Tensor) for v in inputs)
         with self._lock:
+            args = [stage(value) for stage, value in zip(self._stages, inputs)]
             if self._main is None:
                 self._main = self._virtual_machine()["main"]
-            result = self._main(*[view for view, _ in views])
+            result = self._main(*args)
             if self._counter_layers:
-                self._record(np.from_dlpack(result[1]))
+                self._calls_total += 1
+                self._rows_total += np.from_dlpack(result[1])
                 result = result[0]
         # Outputs are fresh VM allocations: zero-copy views keep them alive, nothing reuses them.
         convert = torch.from_dlpack if as_torch else np.from_dlpack
-        return pytree.tree_unflatten([convert(t) for t in _leaves(result)], self._out_spec)
+        leaves = [convert(t) for t in _leaves(result)]
+        return leaves[0] if self._single_output else pytree.tree_unflatten(leaves, self._out_spec)
+
+    def profile(self, *inputs, repeat: int = 200, warmup_s: float = 0.3) -> dict[str, float]:
+        """Median seconds per call of each compiled kernel, by kernel symbol, measured inside the VM.
+
+        Uses a second VirtualMachine with an instrument callback around every call, so each time
+        includes the callback's own overhead (about a microsecond here); compare kernels with each
+        other, not with end-to-end latency. Stats are not updated.
+        """
+        args = [_InputStage(spec, i)(value) for i, (spec, value) in enumerate(zip(self._inputs, inputs))]
+        self._virtual_machine()  # the host check
+        vm = relax.VirtualMachine(self._executable, tvm.cpu())
+        samples: dict[str, list[float]] = {}
+        started: dict[str, float] = {}
+
+        def instrument(_func, symbol, before, _ret, *_args):
+            now = time.perf_counter()
+            if before:
+                started[symbol] = now
+            else:
+                samples.setdefault(symbol, []).append(now - started[symbol])
+            return 0
+
+        main = vm["main"]
+        deadline = time.perf_counter() + warmup_s
+        while time.perf_counter() < deadline:
+            main(*args)
+        vm.set_instrument(instrument)
+        for _ in range(repeat):
+            main(*args)
+        return {symbol: float(np.median(times)) for symbol, times in samples.items() if not symbol.startswith("vm.builtin")}
 
     # ---- stats -------------------------------------------------------------------------------
     def reset_stats(self) -> None:
-        self._calls = {name: 0 for name in self._layers}
-        self._rows = {name: 0 for name in self._layers}
-
-    def _record(self, counters: np.ndarray) -> None:
-        for name, rows in zip(self._counter_layers, counters):
-            self._rows[name] += int(rows)
-            self._calls[name] += 1
+        self._calls_total = 0  # model calls since the last reset
+        self._rows_total = np.zeros(len(self._counter_layers), dtype=np.int64)  # per kernel call site
 
     def stats(self) -> DualStats:
         """Per dual layer: target vs observed insensitive ratio, and bytes read vs dense."""
         out = DualStats()
-        for name, layer in self._layers.items():
+        names = list(self._layers)
+        sites = np.bincount(self._counter_slots, minlength=len(names))  # kernel calls per model call
+        rows_by_layer = np.bincount(self._counter_slots, weights=self._rows_total, minlength=len(names))
+        for i, (name, layer) in enumerate(self._layers.items()):
             n, k = layer["n"], layer["k"]
-            calls, rows = self._calls[name], self._rows[name]
+            calls, rows = int(sites[i]) * self._calls_total, int(rows_by_layer[i])
             observed = 1.0 - rows / (calls * n) if calls else float("nan")
             dual_bytes = (rows * k * 4 / calls + layer["little_bytes"]) if calls else float("nan")
             out.append(
@@ -226,6 +280,24 @@ def attach_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:
     return builder.get()
 
 
+def _check_loadable(path: str, private: str) -> None:
+    """dlopen the file in a child process first: a truncated or damaged library can kill the loading
+    process (SIGBUS, SIGSEGV) instead of raising, and that must not be the caller's process."""
+    probe = "import ctypes, os, sys; ctypes.CDLL(sys.argv[1], mode=os.RTLD_LAZY)"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe, private], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LibraryError(f"{path!r}: loading it did not finish in 120 s") from None
+    if done.returncode < 0:
+        raise LibraryError(
+            f"{path!r} is not a loadable shared library: loading it crashed the dynamic loader "
+            f"({signal.Signals(-done.returncode).name}); the file is truncated or damaged"
+        )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["unknown error"]
+        raise LibraryError(f"{path!r} is not a loadable shared library: {lines[-1][:300]}")
+
+
 def load(path: str | os.PathLike) -> DualModule:
     """Load a library written by DualModule.export_library."""
     path = os.fspath(path)
@@ -239,6 +311,7 @@ def load(path: str | os.PathLike) -> DualModule:
         private = os.path.join(tmp, "lib.so")
         with open(private, "wb") as f:
             f.write(data)
+        _check_loadable(path, private)
         try:
             module = tvm.runtime.load_module(private)
         except Exception as err:

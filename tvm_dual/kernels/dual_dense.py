@@ -1,19 +1,26 @@
 """The fused dual-module kernel for y = act(W x + b) at small batch.
 
-One low-level TIR function does, in order:
-  1. little projection   z[b, r]  = Ps[r] * sum_k P[r, k] x[b, k]             (P int8, rank R)
-  2. little weights      yl[b, n] = WLs[n] * sum_r WL[n, r] z[b, r] + bL[n]    (WL int8, see below)
-  3. mask + compaction   sens[b, n] = sensitive(yl[b, n]); idx[] = rows sensitive for any sample
-  4. exact rows          yl[b, n] = W[n, :] . x[b, :] + bias[n]  for n in idx and sens[b, n]
-  5. activation          y = act(yl); ReLU outputs 0 where the sample is insensitive
+One low-level TIR function, in two parallel stages:
+  1. little projection    z[b, r] = Ps[r] * sum_k P[r, k] x[b, k]                (P int8, rank R)
+  2. for each block of NB output columns, in parallel:
+       little weights     yl[b, n] = WLs[n] * sum_r WL[n, r] z[b, r] + bL[n]     (WL int8)
+       mask, compaction   sens[b, n] = sensitive(yl[b, n]); idx = the block's rows sensitive for any sample
+       exact rows         yl[b, n] = W[n, :] . x[b, :] + bias[n]   for n in idx where sens[b, n]
+       activation         y = act(yl); ReLU outputs 0 where the sample is insensitive
 
-The little weights are stored in column blocks, WLB[nb, r, v] = WL[nb * NB + v, r] (zero-padded),
-so that each task of stage 2 streams one contiguous R x NB block and keeps NB accumulators in
-registers; the row-major transpose made every task touch R lines 4 KiB apart (1.5x slower).
-
-Only the rows in idx[] of W are read, which is where the time goes at batch 1. A row is read if any
+Only the rows in idx of W are read, which is where the time goes at batch 1. A row is read if any
 sample in the batch needs it, but every sample keeps its own little-or-exact choice, so a sample's
 output does not depend on what else is in the batch.
+
+Why blocks: each parallel region costs a thread-pool wake-up and a barrier (several microseconds
+here), and a global mask/compaction/gather pipeline needs four of them. Compacting per block keeps
+the whole decision local to one task, so the kernel has two parallel regions (one when the
+projection is small enough to run serially), like a dense GEMV has one.
+
+Layout: the little weights are stored in column blocks, WLB[nb, r, v] = WL[nb * NB + v, r], so
+that a task streams one contiguous R x NB block and keeps NB accumulators in registers. Per-row
+vectors (bias, WLs, bL, lo, hi) are padded to a whole number of blocks; pack_dual_constants
+builds all of them. Padded columns have an empty sensitive range and are never read from W.
 
 Sensitivity is decided per row by [lo[n], hi[n]]: a little value v is sensitive when
 lo <= v <= hi, or when v is NaN or infinite (so non-finite inputs take the exact path, as in the
@@ -23,11 +30,9 @@ Every loop starts at 0: in TVM 0.27 a loop `range(a, b)` whose start depended on
 loop's variable was miscompiled here (LLVM saw the inner loop start at 0 while indices used the
 real start), corrupting outputs.
 
-The function is a template over the shapes (B, N, K, R are symbolic), parsed once per set of knobs
-and specialized to each layer's shapes (see row_dot.specialize).
-
-MetaSchedule cannot tune this function (data-dependent trip counts), so its schedule is the
-explicit set of knobs in DualKernelConfig, searched by tvm_dual.tuning.
+The function is a template over the shapes (B, N, K, R symbolic), parsed once per set of knobs and
+specialized to each layer's shapes (row_dot.specialize). MetaSchedule cannot tune it
+(data-dependent trip counts), so its schedule is the explicit set of knobs in DualKernelConfig.
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ from .row_dot import check_group, make_row_group_dot, specialize
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
 MAX_KERNEL_BATCH = 4096  # the kernel itself is correct beyond MAX_BATCH; calibration runs it at large batch
-ACTIVATION_LANES = 16
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,17 @@ class DualKernelConfig:
 
     rows_per_group: int = 4  # exact rows read together (independent memory streams)
     lanes: int = 16  # float32 accumulator lanes per row in the exact and projection dot products
-    little_block: int = 64  # output columns per task in the little-weight axpy (register accumulators)
+    little_block: int = 64  # output columns per block: little accumulators, mask and compaction unit
     prefetch: bool = False  # software-prefetch the next group of gathered rows
-    parallel_activation_min: int = 4096  # run the activation stage in parallel from this many outputs
+    tasks: int = 0  # 0: one parallel task per column block; T > 0: T tasks taking blocks round-robin
+    parallel_projection_min: int = 65536  # multiply-adds from which the projection runs in parallel
 
     def __post_init__(self) -> None:
         check_group(self.rows_per_group, self.lanes)
         if self.little_block not in (16, 32, 64, 128):
             raise ValueError(f"little_block must be 16, 32, 64 or 128, got {self.little_block}")
+        if self.tasks < 0:
+            raise ValueError(f"tasks must be >= 0, got {self.tasks}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,10 +108,10 @@ def sensitive(v: tirx.PrimExpr, lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.Pr
 
 @functools.lru_cache(maxsize=None)
 def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, debug: bool) -> tirx.PrimFunc:
-    """The kernel over symbolic shapes B, N, K, R; make_dual_dense specializes it."""
+    """The kernel over symbolic shapes; make_dual_dense specializes it."""
     ldt = little_dtype
-    G, L, NB, AL = config.rows_per_group, config.lanes, config.little_block, ACTIVATION_LANES
-    par_min = config.parallel_activation_min
+    G, L, NB = config.rows_per_group, config.lanes, config.little_block
+    proj_min, tasks = config.parallel_projection_min, config.tasks
     exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
@@ -116,89 +123,101 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
         return apply_activation(v, act)
 
     @T.macro
-    def little_block(acc, WLB, z, nb, b, R):
-        for v in T.vectorized(NB):
-            acc[v] = T.float32(0)
-        for r in range(R):
-            for v in T.vectorized(NB):
-                acc[v] = acc[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
+    def projection_group(P, Ps, x, z, rg, B, K):
+        acc = T.alloc_buffer((G * L,), "float32")
+        for b in range(B):
+            proj_dot(acc, P, 0, rg * G, rg * G, x, b, K)
+            for g in T.unroll(G):
+                z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
 
     @T.macro
-    def body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R):
-        z = T.alloc_buffer((B, R), "float32")
-        yl = T.alloc_buffer((B, N), "float32")
-        sens = T.alloc_buffer((B, N), "int8")
-        idx = T.alloc_buffer((N,), "int32")
-        # 1. projection, G rows of P at a time, then the last R % G rows
-        for rg in T.parallel(R // G):
-            acc = T.alloc_buffer((G * L,), "float32")
+    def column_block(x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, nb, B, N, K, R):
+        c0 = nb * NB
+        # little values of the block: NB accumulators in registers, streamed over the rank
+        acc2 = T.alloc_buffer((NB,), "float32")
+        for b in range(B):
+            for v in T.vectorized(NB):
+                acc2[v] = T.float32(0)
+            for r in range(R):
+                for v in T.vectorized(NB):
+                    acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
+            for v in T.vectorized(NB):
+                yl[b, c0 + v] = acc2[v] * WLs[c0 + v] + bL[c0 + v]
+            if debug:
+                for v in range(T.min(NB, N - c0)):
+                    little_out[b, c0 + v] = yl[b, c0 + v]
+        # mask and compaction, branch-free (idx[c0 + cnt] = n is in bounds since cnt <= v);
+        # padded columns past N never count, even if a NaN input makes them "sensitive"
+        cnt: T.int32 = 0
+        for v in range(NB):
+            hit: T.int32 = 0
             for b in range(B):
-                proj_dot(acc, P, 0, rg * G, rg * G, x, b, K)
+                sens[b, c0 + v] = T.Cast("int8", sensitive(yl[b, c0 + v], lo[c0 + v], hi[c0 + v]))
+                hit = T.max(hit, T.Cast("int32", sens[b, c0 + v]))
+            idx[c0 + cnt] = c0 + v
+            cnt = cnt + T.if_then_else(c0 + v < N, hit, 0)
+        # exact rows of the block, G at a time, then the last cnt % G
+        ngroups: T.int32 = cnt // G
+        acc3 = T.alloc_buffer((G * L,), "float32")
+        for j in range(ngroups):
+            for b in range(B):
+                exact_dot(acc3, W, idx, c0 + j * G, c0 + T.min(j * G + G, (ngroups - 1) * G), x, b, K)
                 for g in T.unroll(G):
-                    z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
+                    if sens[b, idx[c0 + j * G + g]] != T.int8(0):
+                        yl[b, idx[c0 + j * G + g]] = acc3[g * L] + bias[idx[c0 + j * G + g]]
+        acc4 = T.alloc_buffer((L,), "float32")
+        for jt in range(cnt - ngroups * G):
+            for b in range(B):
+                exact_dot1(acc4, W, idx, c0 + ngroups * G + jt, c0 + ngroups * G + jt, x, b, K)
+                if sens[b, idx[c0 + ngroups * G + jt]] != T.int8(0):
+                    yl[b, idx[c0 + ngroups * G + jt]] = acc4[0] + bias[idx[c0 + ngroups * G + jt]]
+        # activation and output
+        for b in range(B):
+            if c0 + NB <= N:
+                for v in T.vectorized(NB):
+                    y[b, c0 + v] = finish(yl[b, c0 + v], sens[b, c0 + v])
+            else:
+                for v in range(N - c0):
+                    y[b, c0 + v] = finish(yl[b, c0 + v], sens[b, c0 + v])
+        blk_count[nb] = cnt
+
+    @T.macro
+    def body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT):
+        z = T.alloc_buffer((B, R), "float32")
+        yl = T.alloc_buffer((B, NBT * NB), "float32")
+        sens = T.alloc_buffer((B, NBT * NB), "int8")
+        idx = T.alloc_buffer((NBT * NB,), "int32")
+        blk_count = T.alloc_buffer((NBT,), "int32")
+        # 1. projection: in parallel only when it is big enough to pay for a parallel region
+        if B * R * K >= proj_min:
+            for rg in T.parallel(R // G):
+                projection_group(P, Ps, x, z, rg, B, K)
+        else:
+            for rg in range(R // G):
+                projection_group(P, Ps, x, z, rg, B, K)
+        acc1 = T.alloc_buffer((L,), "float32")
         for rt in range(R % G):
-            acc1 = T.alloc_buffer((L,), "float32")
             for b in range(B):
                 proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, x, b, K)
                 z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
-        # 2. little weights: NB output columns per task, accumulated in registers over the rank;
-        #    the last, zero-padded block stores only its valid columns
-        for nb in T.parallel(N // NB):
-            acc2 = T.alloc_buffer((NB,), "float32")
-            for b in range(B):
-                little_block(acc2, WLB, z, nb, b, R)
-                for v in T.vectorized(NB):
-                    yl[b, nb * NB + v] = acc2[v] * WLs[nb * NB + v] + bL[nb * NB + v]
-        for nt in range(T.min(N % NB, 1)):
-            acc2t = T.alloc_buffer((NB,), "float32")
-            for b in range(B):
-                little_block(acc2t, WLB, z, N // NB + nt, b, R)
-                for v in range(N % NB):
-                    yl[b, N // NB * NB + v] = acc2t[v] * WLs[N // NB * NB + v] + bL[N // NB * NB + v]
-        if debug:
-            for b, n in T.grid(B, N):
-                little_out[b, n] = yl[b, n]
-        # 3. mask and compaction (serial, branch-free: a data-dependent branch mispredicts on about
-        #    half the rows at ratio 0.5; idx[cnt] = n is always in bounds because cnt <= n)
-        cnt: T.int32 = 0
-        for n in range(N):
-            hit: T.int32 = 0
-            for b in range(B):
-                sens[b, n] = T.Cast("int8", sensitive(yl[b, n], lo[n], hi[n]))
-                hit = T.max(hit, T.Cast("int32", sens[b, n]))
-            idx[cnt] = n
-            cnt = cnt + hit
-        # 4. exact rows: G gathered rows per task, then the last cnt % G rows
-        ngroups: T.int32 = cnt // G
-        for j in T.parallel(ngroups):
-            acc3 = T.alloc_buffer((G * L,), "float32")
-            for b in range(B):
-                exact_dot(acc3, W, idx, j * G, T.min(j * G + G, (ngroups - 1) * G), x, b, K)
-                for g in T.unroll(G):
-                    if sens[b, idx[j * G + g]] != T.int8(0):
-                        yl[b, idx[j * G + g]] = acc3[g * L] + bias[idx[j * G + g]]
-        for jt in range(cnt - ngroups * G):
-            acc4 = T.alloc_buffer((L,), "float32")
-            for b in range(B):
-                exact_dot1(acc4, W, idx, ngroups * G + jt, ngroups * G + jt, x, b, K)
-                if sens[b, idx[ngroups * G + jt]] != T.int8(0):
-                    yl[b, idx[ngroups * G + jt]] = acc4[0] + bias[idx[ngroups * G + jt]]
-        # 5. activation
-        for b in range(B):
-            if B * N >= par_min:
-                for n0 in T.parallel(N // AL):
-                    for v in T.vectorized(AL):
-                        y[b, n0 * AL + v] = finish(yl[b, n0 * AL + v], sens[b, n0 * AL + v])
-            else:
-                for n0 in range(N // AL):
-                    for v in T.vectorized(AL):
-                        y[b, n0 * AL + v] = finish(yl[b, n0 * AL + v], sens[b, n0 * AL + v])
-            for v in range(N % AL):
-                y[b, N // AL * AL + v] = finish(yl[b, N // AL * AL + v], sens[b, N // AL * AL + v])
+        # 2. column blocks
+        if tasks == 0:
+            for nb in T.parallel(NBT):
+                column_block(x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, nb, B, N, K, R)
+        else:
+            for task in T.parallel(tasks):
+                for i in range((NBT + tasks - 1 - task) // tasks):
+                    column_block(
+                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, task + i * tasks,
+                        B, N, K, R,
+                    )
+        total: T.int32 = 0
+        for nb in range(NBT):
+            total = total + blk_count[nb]
+        count[0] = total
         if debug:
             for b, n in T.grid(B, N):
                 sens_out[b, n] = sens[b, n]
-        count[0] = cnt
 
     if debug:
 
@@ -213,22 +232,23 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
             N = T.int32()
             K = T.int32()
             R = T.int32()
-            NBT = T.int32()  # ceil(N / NB), bound by specialization
+            NBT = T.int32()  # column blocks, ceil(N / NB)
+            NP = T.int32()  # padded rows, NBT * NB
             x = T.match_buffer(x_h, (B, K), "float32")
             W = T.match_buffer(W_h, (N, K), "float32")
-            bias = T.match_buffer(bias_h, (N,), "float32")
+            bias = T.match_buffer(bias_h, (NP,), "float32")
             P = T.match_buffer(P_h, (R, K), ldt)
             Ps = T.match_buffer(Ps_h, (R,), "float32")
             WLB = T.match_buffer(WLB_h, (NBT, R, NB), ldt)
-            WLs = T.match_buffer(WLs_h, (N,), "float32")
-            bL = T.match_buffer(bL_h, (N,), "float32")
-            lo = T.match_buffer(lo_h, (N,), "float32")
-            hi = T.match_buffer(hi_h, (N,), "float32")
+            WLs = T.match_buffer(WLs_h, (NP,), "float32")
+            bL = T.match_buffer(bL_h, (NP,), "float32")
+            lo = T.match_buffer(lo_h, (NP,), "float32")
+            hi = T.match_buffer(hi_h, (NP,), "float32")
             y = T.match_buffer(y_h, (B, N), "float32")
             count = T.match_buffer(count_h, (1,), "int32")
             little_out = T.match_buffer(little_h, (B, N), "float32")
             sens_out = T.match_buffer(sens_h, (B, N), "int8")
-            body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R)
+            body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT)
 
         return dual_debug
 
@@ -242,20 +262,21 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
         N = T.int32()
         K = T.int32()
         R = T.int32()
-        NBT = T.int32()  # ceil(N / NB), bound by specialization
+        NBT = T.int32()  # column blocks, ceil(N / NB)
+        NP = T.int32()  # padded rows, NBT * NB
         x = T.match_buffer(x_h, (B, K), "float32")
         W = T.match_buffer(W_h, (N, K), "float32")
-        bias = T.match_buffer(bias_h, (N,), "float32")
+        bias = T.match_buffer(bias_h, (NP,), "float32")
         P = T.match_buffer(P_h, (R, K), ldt)
         Ps = T.match_buffer(Ps_h, (R,), "float32")
         WLB = T.match_buffer(WLB_h, (NBT, R, NB), ldt)
-        WLs = T.match_buffer(WLs_h, (N,), "float32")
-        bL = T.match_buffer(bL_h, (N,), "float32")
-        lo = T.match_buffer(lo_h, (N,), "float32")
-        hi = T.match_buffer(hi_h, (N,), "float32")
+        WLs = T.match_buffer(WLs_h, (NP,), "float32")
+        bL = T.match_buffer(bL_h, (NP,), "float32")
+        lo = T.match_buffer(lo_h, (NP,), "float32")
+        hi = T.match_buffer(hi_h, (NP,), "float32")
         y = T.match_buffer(y_h, (B, N), "float32")
         count = T.match_buffer(count_h, (1,), "int32")
-        body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, y, y, B, N, K, R)
+        body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, y, y, B, N, K, R, NBT)
 
     return dual
 
@@ -265,18 +286,19 @@ def make_dual_dense(
 ) -> tirx.PrimFunc:
     """The fused kernel for one shape.
 
-    Arguments, in order: x (B,K) f32, W (N,K) f32, bias (N,) f32, P (R,K), Ps (R,) f32,
-    WLB (ceil(N/NB),R,NB) from pack_little_weights, WLs (N,) f32, bL (N,) f32, lo (N,) f32,
-    hi (N,) f32; outputs y (B,N) f32 and count (1,) int32, the number of rows of W read. With
-    `debug`, two more outputs: the little values (B,N) f32 and the sensitivity mask (B,N) int8, for
-    tests against a reference.
+    Arguments, in order: x (B,K) f32, W (N,K) f32, then the constants of pack_dual_constants
+    (bias, P, Ps, WLB, WLs, bL, lo, hi); outputs y (B,N) f32 and count (1,) int32, the number of
+    rows of W read. With `debug`, two more outputs: the little values (B,N) f32 and the
+    sensitivity mask (B,N) int8, for tests against a reference.
     """
     B, N, K, R, ldt = shape.batch, shape.n, shape.k, shape.rank, shape.little_dtype
     NB = config.little_block
+    nbt = ceil_div(N, NB)
+    NP = nbt * NB
     f32 = "float32"
     shapes = [
-        ((B, K), f32), ((N, K), f32), ((N,), f32), ((R, K), ldt), ((R,), f32), ((ceil_div(N, NB), R, NB), ldt),
-        ((N,), f32), ((N,), f32), ((N,), f32), ((N,), f32), ((B, N), f32), ((1,), "int32"),
+        ((B, K), f32), ((N, K), f32), ((NP,), f32), ((R, K), ldt), ((R,), f32), ((nbt, R, NB), ldt),
+        ((NP,), f32), ((NP,), f32), ((NP,), f32), ((NP,), f32), ((B, N), f32), ((1,), "int32"),
     ]
     if debug:
         shapes += [((B, N), f32), ((B, N), "int8")]
@@ -284,17 +306,37 @@ def make_dual_dense(
     return specialize(template, shapes, shape.name + ("_debug" if debug else ""))
 
 
-def pack_little_weights(WL: np.ndarray, little_block: int) -> np.ndarray:
-    """(N, R) little weights -> the kernel's column-blocked layout (ceil(N/NB), R, NB), zero-padded."""
-    n, r = WL.shape
-    nbt = ceil_div(n, little_block)
-    padded = np.zeros((nbt * little_block, r), dtype=WL.dtype)
-    padded[:n] = WL
-    return np.ascontiguousarray(padded.reshape(nbt, little_block, r).transpose(0, 2, 1))
-
-
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def pack_dual_constants(
+    bias: np.ndarray,
+    P: np.ndarray,
+    Ps: np.ndarray,
+    WL: np.ndarray,
+    WLs: np.ndarray,
+    bL: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    little_block: int,
+) -> list[np.ndarray]:
+    """The kernel's constant arguments in order, in its layout: per-row vectors padded to whole
+    blocks (padded rows get an empty sensitive range), WL (N, R) as column blocks (NBT, R, NB)."""
+    n, r = WL.shape
+    nbt = ceil_div(n, little_block)
+    padded_rows = nbt * little_block
+
+    def pad(v: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full(padded_rows, fill, dtype=np.float32)
+        out[:n] = v
+        return out
+
+    wl = np.zeros((padded_rows, r), dtype=WL.dtype)
+    wl[:n] = WL
+    blocks = wl.reshape(nbt, little_block, r).transpose(0, 2, 1)
+    arrays = [pad(bias, 0), P, Ps, blocks, pad(WLs, 0), pad(bL, 0), pad(lo, np.inf), pad(hi, -np.inf)]
+    return [np.ascontiguousarray(a) for a in arrays]
 
 
 def little_bytes(shape: DualDenseShape) -> int:

@@ -9,7 +9,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
-from ..kernels.dual_dense import DualDenseShape, make_dual_dense, pack_little_weights
+from ..kernels.dual_dense import DualDenseShape, make_dual_dense, pack_dual_constants
 from ..plan import DualLayerPlan, DualPlan
 from ..sites import (
     DUAL_ACTIVATIONS,
@@ -102,15 +102,8 @@ class _LayerRewriter:
         if layer.key not in self.constants:
             little = layer.little
             bias = np.zeros(layer.n, np.float32) if bias_expr is None else constant_array(bias_expr).reshape(layer.n)
-            arrays = [
-                bias.astype(np.float32),
-                little.P,
-                little.Ps,
-                pack_little_weights(little.WL, layer.kernel.little_block),
-                little.WLs,
-                little.bL,
-                layer.lo.astype(np.float32),
-                layer.hi.astype(np.float32),
-            ]
-            self.constants[layer.key] = [relax.const(np.ascontiguousarray(a)) for a in arrays]
+            arrays = pack_dual_constants(
+                bias, little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi, layer.kernel.little_block
+            )
+            self.constants[layer.key] = [relax.const(a) for a in arrays]
         return self.constants[layer.key]

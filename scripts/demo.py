@@ -1,0 +1,118 @@
+"""Demo: train a small MLP on Fashion-MNIST, compile it with tvm_dual at several insensitive ratios,
+and print test accuracy and per-layer speed against the dense TVM build and PyTorch.
+
+    make demo            (or: .venv/bin/python scripts/demo.py [--seconds 10] [--ratios 0.3 0.5 0.7])
+
+All timings come from this one process, TVM first and PyTorch last (PyTorch's OpenMP workers keep
+spinning after a call and would slow TVM's thread pool); scripts/bench.py measures with process
+isolation and cold caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+import tvm_dual
+from tvm_dual.datasets import load_fashion_mnist
+from tvm_dual.kernels.gemv import GemvShape
+from tvm_dual.models import FashionMLP, accuracy, train_classifier
+from tvm_dual.transform.dual_module_rewrite import kernel_symbol
+from tvm_dual.kernels.dual_dense import DualDenseShape
+
+LAYERS = [("fc1", "relu"), ("fc2", "tanh"), ("head", "none")]
+
+
+def median_seconds(fn, repeat: int = 300, warmup_s: float = 0.3) -> float:
+    deadline = time.perf_counter() + warmup_s
+    while time.perf_counter() < deadline:
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def layer_inputs(model: FashionMLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        h1 = torch.relu(model.fc1(x))
+        h2 = torch.tanh(model.fc2(h1))
+    return {"fc1": x, "fc2": h1, "head": h2}
+
+
+def kernel_time(profile: dict[str, float], module: tvm_dual.DualModule, model: FashionMLP, name: str, act: str) -> float:
+    """Time of the kernel that computes layer `name`: its dual kernel if it has one, else its GEMV."""
+    linear = getattr(model, name)
+    dual = {layer["name"]: layer for layer in module.metadata["layers"]}
+    if name in dual:
+        shape = DualDenseShape(1, linear.out_features, linear.in_features, dual[name]["rank"], act)
+        return profile[kernel_symbol(name, shape)]
+    return profile[GemvShape(1, linear.out_features, linear.in_features, act).name]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="training time budget")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    args = parser.parse_args()
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    print(f"training FashionMLP(784-512-256-10) on {len(train.images) - 5000} images for up to {args.seconds:.0f} s ...")
+    model = train_classifier(FashionMLP(512, 256), train.images[:-5000], train.labels[:-5000], seconds=args.seconds, epochs=3)
+    calibration = [train.images[i : i + 500] for i in range(len(train.images) - 5000, len(train.images), 500)]
+    example = test.images[:1]
+
+    modules = {0.0: tvm_dual.compile_dual(model, (example,), insensitive_ratio=0.0)}
+    for ratio in args.ratios:
+        print(f"compiling at insensitive ratio {ratio} ...")
+        modules[ratio] = tvm_dual.compile_dual(model, (example,), calibration=calibration, insensitive_ratio=ratio)
+
+    with torch.no_grad():
+        torch_acc = accuracy(lambda x: model(torch.from_numpy(x)).numpy(), test.images, test.labels, batch=1000)
+    x = torch.from_numpy(example)
+    results = {}
+    for ratio, module in modules.items():
+        acc = accuracy(module, test.images, test.labels)  # batch 1, all 10k test images
+        profile = module.profile(example)
+        per_layer = {name: kernel_time(profile, module, model, name, act) for name, act in LAYERS}
+        results[ratio] = (acc, median_seconds(lambda: module(x)), per_layer, module.stats())
+
+    inputs = layer_inputs(model, x)
+    torch_layers = {}
+    with torch.inference_mode():
+        for name, act in LAYERS:
+            linear, xi = getattr(model, name), inputs[name]
+            fn = {"relu": torch.relu, "tanh": torch.tanh, "none": lambda t: t}[act]
+            torch_layers[name] = median_seconds(lambda: fn(linear(xi)))
+        torch_model = median_seconds(lambda: model(x))
+
+    target = modules[0.0].target
+    print(f"\ntarget {target}, {threads} thread(s); accuracy on the 10,000 Fashion-MNIST test images at batch 1")
+    print(f"PyTorch eager: accuracy {100 * torch_acc:.2f}%, model {1e6 * torch_model:.1f} us/image")
+    dense_layers = results[0.0][2]
+    header = f"{'ratio':>5} {'accuracy':>9} {'model us':>9}  " + "  ".join(
+        f"{name + ' us (vs dense, vs torch)':>30}" for name, _ in LAYERS
+    )
+    print(header)
+    for ratio, (acc, latency, per_layer, _) in results.items():
+        cells = []
+        for name, _ in LAYERS:
+            t = per_layer[name]
+            cells.append(f"{1e6 * t:>10.1f} ({dense_layers[name] / t:4.2f}x, {torch_layers[name] / t:4.2f}x)")
+        label = "dense" if ratio == 0 else f"{ratio:.2f}"
+        print(f"{label:>5} {100 * acc:>8.2f}% {1e6 * latency:>9.1f}  " + "  ".join(f"{c:>30}" for c in cells))
+    print(f"PyTorch per layer: " + ", ".join(f"{name} {1e6 * t:.1f} us" for name, t in torch_layers.items()))
+    for ratio in args.ratios:
+        print(f"\nper-layer stats at ratio {ratio}:\n{results[ratio][3]}")
+
+
+if __name__ == "__main__":
+    main()
