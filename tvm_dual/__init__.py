@@ -6,7 +6,7 @@ from .little import LittleConfig
 from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
 from .target import TargetError, resolve_target
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "DualCompileWarning",
