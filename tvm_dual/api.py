@@ -16,6 +16,7 @@ from tvm.relax.dpl import rewrite_call
 from .calibrate import capture_layer_inputs
 from .frontend import ImportedModel, import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
+from .tuning.dense_metaschedule import database_dir, has_database
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
@@ -185,6 +186,15 @@ class PlannedModel:
     names: dict[str, str]  # site key -> layer name
     plan: DualPlan
     target: tvm.target.Target
+    dense_database: str | None = None  # MetaSchedule database applied to the dense parts
+
+
+def _dense_database(schedules, target: tvm.target.Target) -> str | None:
+    """The MetaSchedule database that goes with a `schedules` choice, if one exists."""
+    if schedules is None:
+        return None
+    directory = database_dir(target) if schedules == "default" else database_dir(target, os.path.join(schedules, "metaschedule"))
+    return str(directory) if has_database(directory) else None
 
 
 def plan_dual(
@@ -212,7 +222,7 @@ def plan_dual(
             )
     calibration_batches = list(calibration) if calibration is not None else [inputs]
     plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules)
-    return PlannedModel(imported, sites, names, plan, tvm_target)
+    return PlannedModel(imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target))
 
 
 def build_dual(planned: PlannedModel) -> DualModule:
@@ -227,6 +237,7 @@ def build_dual(planned: PlannedModel) -> DualModule:
         "inputs": [spec.to_dict() for spec in imported.inputs],
         "out_spec": imported.out_spec,
         "counter_layers": counter_layers,
+        "dense_schedules": planned.dense_database or "dlight rules (no MetaSchedule database)",
         "layers": [_layer_metadata(layer) for layer in plan.layers.values()],
         "dense_layers": [
             {"name": planned.names[s.key], "reason": s.reason or "ratio 0"} for s in planned.sites if s.key not in plan.layers
@@ -240,7 +251,7 @@ def build_dual(planned: PlannedModel) -> DualModule:
             DualCompileWarning,
             stacklevel=3,
         )
-    executable = compile_module(mod, tvm_target)
+    executable = compile_module(mod, tvm_target, planned.dense_database)
     return DualModule(executable, dict(metadata, format=METADATA_FORMAT))
 
 

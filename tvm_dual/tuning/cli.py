@@ -81,6 +81,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     what.add_argument("--workload", action="append", default=[], metavar="B,N,K,R[,act]")
     what.add_argument("--model", metavar="MODULE:FACTORY", help="tune the dual layers of this model")
     what.add_argument("--ratio", type=float, default=0.5, help="insensitive ratio the inputs are built for")
+    what.add_argument(
+        "--dense", action="store_true",
+        help="tune dense layers of these shapes with MetaSchedule instead (Linear + tanh, no GEMV template)",
+    )
     how = parser.add_argument_group("budget and search")
     how.add_argument("--target", default=None, help='e.g. "llvm -mcpu=skylake-avx512" (default: this host)')
     how.add_argument("--trials", type=int, default=64, help="new measurements per workload")
@@ -92,6 +96,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     where = parser.add_argument_group("records and measurement")
     where.add_argument("--log", default=str(REPO / "tuning_logs" / "dual_dense.jsonl"), help="records (JSON lines), resumed")
     where.add_argument("--schedules", default=str(REPO / "schedules"), help="directory for the distilled schedules")
+    where.add_argument("--metaschedule-dir", default=None, help="MetaSchedule database root (default tuning_logs/metaschedule)")
     where.add_argument("--report", default=None, help="write the per-trial history of each workload here (JSON)")
     where.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="measure through a TVM RPC tracker")
     where.add_argument("--rpc-key", default=None)
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         workloads += model_workloads(args.model, args.ratio, target)
     if not workloads:
         raise SystemExit("nothing to tune: give --shapes, --workload or --model")
+    if args.dense:
+        return _tune_dense(workloads, target, args)
     options = MeasureOptions()
     if args.rpc_tracker:
         host, _, port = args.rpc_tracker.rpartition(":")
@@ -146,6 +153,25 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         with open(args.report, "w") as f:
             json.dump({"target": target_to_string(target), "runs": report}, f, indent=1)
+    return 0
+
+
+def _tune_dense(workloads: list[DualWorkload], target, args: argparse.Namespace) -> int:
+    """MetaSchedule-tune Linear(K -> N) + tanh at each workload's batch, without our GEMV template."""
+    import torch
+
+    from ..frontend import import_model
+    from .dense_metaschedule import database_dir, tune_dense_parts
+
+    work_dir = database_dir(target, args.metaschedule_dir)
+    for w in dict.fromkeys((w.batch, w.n, w.k) for w in workloads):
+        batch, n, k = w
+        model = torch.nn.Sequential(torch.nn.Linear(k, n), torch.nn.Tanh()).eval()
+        imported = import_model(model, (torch.randn(batch, k),))
+        started = time.time()
+        records = tune_dense_parts(imported.mod, target, work_dir, args.trials, gemv_template=False)
+        print(f"dense b{batch} n{n} k{k}: {args.trials} MetaSchedule trials in {time.time() - started:.0f} s; "
+              f"{records} records in {work_dir}")
     return 0
 
 
