@@ -150,7 +150,7 @@ def _plan_layers(
 
 # Thresholds are chosen on rows the little module was not fitted on: a fit (PCA directions most of
 # all) explains its own sample better than new data, which made held-out ratios drift low.
-_THRESHOLD_EVERY = 4
+_THRESHOLD_EVERY = 2
 
 
 def fitting_rows(x: np.ndarray) -> np.ndarray:
