@@ -56,7 +56,7 @@ def test_seeded_compiles_are_identical(mlp):
 def test_unsupported_layer_stays_dense_and_exact():
     model = GeluMLP().eval()
     x = torch.randn(1, 40)
-    with pytest.warns(tvm_dual.DualCompileWarning, match=r"'fc1' stays dense.*gelu"):
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"1 layer\(s\) stay dense \(exact\): 'fc1' \(.*gelu"):
         mod = tvm_dual.compile_dual(model, (x,), calibration=_data(4, 40), insensitive_ratio={"fc2": 0.0})
     with torch.no_grad():
         assert (mod(x) - model(x)).abs().max().item() <= 1e-5
@@ -111,3 +111,45 @@ def test_stats_report_counters_not_estimates(mlp):
     assert "observed" in str(second)
     mod.reset_stats()
     assert all(s.calls == 0 for s in mod.stats())
+
+
+def test_nan_and_inf_inputs_behave_like_the_dense_model(mlp):
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(16, 64), insensitive_ratio=0.7)
+    for special in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(1, 64)
+        x[0, 7] = special
+        with torch.no_grad():
+            expected = mlp(x)
+        mod.reset_stats()
+        got = mod(x)
+        assert torch.equal(torch.isnan(got), torch.isnan(expected))
+        assert torch.equal(torch.isinf(got), torch.isinf(expected))
+        # the first layer saw the non-finite input: every row took the exact path
+        first = mod.stats()[0]
+        assert first.rows_read == first.shape[0]
+
+
+def test_calls_from_several_threads_are_serialized_and_correct(mlp):
+    import threading
+
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(8, 64), insensitive_ratio=0.5)
+    inputs = [torch.randn(1, 64) for _ in range(16)]
+    expected = [mod(x).clone() for x in inputs]
+    errors = []
+
+    def worker(offset):
+        try:
+            for i in range(200):
+                j = (i + offset) % len(inputs)
+                if not torch.equal(mod(inputs[j]), expected[j]):
+                    errors.append(j)
+        except Exception as err:  # noqa: BLE001 (collected for the assertion)
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(s.calls == 16 + 800 for s in mod.stats())

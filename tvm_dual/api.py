@@ -215,11 +215,11 @@ def plan_dual(
     sites = sorted(find_linear_sites(imported.mod["main"]), key=lambda s: order.get(s.digest, len(order)))
     names = _layer_names(sites, imported.layer_names)
     ratios = _ratios(insensitive_ratio, sites, names)
-    for site in sites:
-        if not site.dual_ok:
-            warnings.warn(
-                f"layer {names[site.key]!r} stays dense (exact): {site.reason}", DualCompileWarning, stacklevel=3
-            )
+    unsupported = [f"{names[s.key]!r} ({s.reason})" for s in sites if not s.dual_ok]
+    if unsupported:  # one warning for the model, listing every layer
+        warnings.warn(
+            f"{len(unsupported)} layer(s) stay dense (exact): {'; '.join(unsupported)}", DualCompileWarning, stacklevel=3
+        )
     calibration_batches = list(calibration) if calibration is not None else [inputs]
     plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules)
     return PlannedModel(imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target))
