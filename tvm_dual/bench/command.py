@@ -22,8 +22,9 @@ Outputs (in --out): results.json (one record per measurement), results.md, resul
 results_quality.png, logs/ (one log per worker process). Optional engines: pip install -e '.[bench]'.
 """
 
-DOCS_DIR = Path("docs/benchmarks")
-DOCS_FILE = Path("docs/BENCHMARKS.md")
+CHECKOUT = Path(__file__).resolve().parents[2]  # the source tree, for an editable install
+DOCS_DIR = CHECKOUT / "docs" / "benchmarks"
+DOCS_FILE = CHECKOUT / "docs" / "BENCHMARKS.md"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--out", type=Path, help="output folder (default: bench_out/WORKLOAD)")
     out.add_argument("--note", help="a note printed at the top of the report (e.g. about machine load)")
     out.add_argument("--keep-artifacts", action="store_true", help="keep compiled libraries in OUT/artifacts")
-    out.add_argument("--docs", action="store_true", help=f"write into {DOCS_DIR}/ and regenerate {DOCS_FILE}")
+    out.add_argument("--docs", action="store_true", help="write into docs/benchmarks/ and regenerate docs/BENCHMARKS.md")
     out.add_argument("--render", type=Path, nargs="+", metavar="JSON", help="only render stored results (no run)")
-    out.add_argument("--doc", type=Path, default=DOCS_FILE, help=f"document --render writes (default: {DOCS_FILE})")
+    out.add_argument("--doc", type=Path, default=DOCS_FILE, help="document --render writes (default: docs/BENCHMARKS.md)")
     out.add_argument("--list", action="store_true", help="list workloads and engines, then exit")
 
 
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     workload_parameters(workload)  # a clear error for an unknown workload, before anything runs
     if args.docs and args.smoke:
         raise ValueError("--docs records full runs; it cannot be combined with --smoke")
+    if args.docs and not (CHECKOUT / "pyproject.toml").is_file():
+        raise ValueError(f"--docs writes into a tvm-dual source checkout, and {CHECKOUT} is not one (pip install -e .)")
     if args.docs and not args.workload and not args.model:
         runs = DOCS_RUNS
     else:
@@ -134,11 +137,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     written = []
     for name, run_params, overrides in runs:
         settings = _settings(args, command, name, {**run_params, **params} if args.docs else run_params, overrides)
-        out = DOCS_DIR if args.docs else (args.out or Path("bench_out") / name)
+        out = args.out or Path("bench_out") / name  # logs (and artifacts) stay here, out of docs/
         results = run_benchmark(settings, out, keep_artifacts=args.keep_artifacts)
         if args.note:
             results["run"]["note"] = args.note
-        paths = write_outputs(results, out, stem=name if args.docs else "results")
+        paths = write_outputs(results, DOCS_DIR if args.docs else out, stem=name if args.docs else "results")
         written.append(paths["json"])
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         print(paths["markdown"].read_text())

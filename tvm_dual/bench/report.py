@@ -177,9 +177,19 @@ def render_run(results: dict[str, Any], images: dict[str, str] | None = None, he
         lines += [
             "",
             "Limit of a kernel = its bytes per call / bandwidth: the 'working set' buffer (as large as the "
-            "model) for hot cache, DRAM for cold. '% of limit' = limit / measured time.",
+            "model) for hot cache, DRAM for cold. '% of limit' = limit / measured time; above 100% the kernel "
+            "read faster than the streaming kernel did (noise, or data still in cache after the flush).",
             "",
         ]
+        for t in threads:
+            working, small = bw.get(("working set", t)), bw.get(("L3", t))
+            if working and small and working["gbps"] < 0.5 * small["gbps"]:
+                lines += [
+                    f"With {t} thread{'s' if t > 1 else ''}, the model's {_mib(working['bytes'])} MiB stream at "
+                    f"{working['gbps']:.1f} GB/s against {small['gbps']:.1f} GB/s for {_mib(small['bytes'])} MiB: "
+                    f"the weights do not stay in the last-level cache between calls here, so 'hot' is close to cold.",
+                    "",
+                ]
 
     crit = criterion(rows)
     if crit:
@@ -221,6 +231,7 @@ def render_run(results: dict[str, Any], images: dict[str, str] | None = None, he
             lines.append("")
 
     lines += _accuracy_lines(results)
+    lines += _engine_details(results)
     for name, path in (images or {}).items():
         lines += [f"![{name}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -250,6 +261,34 @@ def _accuracy_lines(results: dict[str, Any]) -> list[str]:
         lines.append(cells + (f" {q:.4g} |" if quality and q is not None else " |" if quality else ""))
     lines.append("")
     return lines
+
+
+def _engine_details(results: dict[str, Any]) -> list[str]:
+    """What each engine actually ran: OpenVINO's precision, tuned tasks, the little modules."""
+    lines = []
+    engines = results["engines"]
+    for name in ("openvino-f32", "openvino"):
+        record = next((r for r in results["records"] if r["engine"] == name and "inference_precision" in r), None)
+        if record:
+            layers = ", ".join(f"{k} {'/'.join(v)}" for k, v in record["layer_precisions"].items())
+            lines.append(
+                f"- {engines[name]['label']}: inference precision {record['inference_precision']} (layers: {layers}); "
+                f"CPU capabilities {', '.join(record['cpu_capabilities'])}"
+            )
+    for name, entry in engines.items():
+        for variant in entry.get("variants", []):
+            info = variant["info"]
+            if "tuned_tasks" in info:
+                lines.append(f"- {entry['label']}: {len(info['tuned_tasks'])} of {info['tasks']} tasks tuned in {info['database']}")
+            for layer in info.get("layers", []):
+                lines.append(
+                    f"- {entry['label']} {variant['name'][1:]}: layer {layer['name']} ({layer['n']}x{layer['k']}), little module "
+                    f"rank {layer['rank']} int{layer['bits']} {layer['projection']}, fit R² {layer['fit_r2']:.3f}, "
+                    f"insensitive ratio on calibration data {layer['calibration_ratio']:.3f}; compiled in {info['compile_s']:.0f} s"
+                )
+            for warning in info.get("warnings", []):
+                lines.append(f"- {entry['label']} {variant['name'][1:]}: warning: {warning}")
+    return ["**Engine details:**", "", *lines, ""] if lines else []
 
 
 # ---- plots -----------------------------------------------------------------------------------
@@ -330,7 +369,8 @@ def plot_quality(results: dict[str, Any], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for i, (threads, cache) in enumerate(sorted({(r["threads"], r["cache"]) for r in rows})):
-        series = sorted((r["speedup"], quality[r["variant"]], r["variant"]) for r in rows if r["threads"] == threads and r["cache"] == cache)
+        series = [(r["speedup"], quality[r["variant"]], r["variant"])  # connected in ratio order
+                  for r in sorted(rows, key=lambda r: r["variant"]) if r["threads"] == threads and r["cache"] == cache]
         xs, ys, names = zip(*series)
         ax.plot(xs, ys, "o-", color=f"C{i}", label=f"{cache} cache, {threads} thread(s)")
         for x, y, name in series:

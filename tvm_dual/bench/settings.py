@@ -53,7 +53,7 @@ def smoke_settings(**overrides: Any) -> BenchSettings:
     """A tiny workload and short timings: exercises every engine and every output in well under a minute."""
     settings = BenchSettings(
         workload="linear",
-        workload_params={"k": 64, "n": 128, "calibration_rows": 512, "timing_inputs": 8, "latent": 16},
+        workload_params={"k": 64, "n": 128, "calibration_rows": 1024, "timing_inputs": 8, "latent": 16},
         threads=[1],
         ratios=[0.5],
         rounds=1,

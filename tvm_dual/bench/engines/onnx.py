@@ -91,7 +91,7 @@ def precision_facts(core, compiled) -> dict[str, Any]:
             layers.setdefault(kind, set()).add(info["runtimePrecision"].astype(str))
     return {
         "version": ov.__version__,
-        "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+        "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
         "layer_precisions": {k: sorted(v) for k, v in sorted(layers.items())},
         "cpu_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
     }

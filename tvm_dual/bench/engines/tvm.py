@@ -191,7 +191,7 @@ class TvmMetaScheduleEngine(Engine):
         tasks = ms.relax_integration.extract_tasks(ms_tuning_module(workload.model, workload.example_inputs, target), target)
         tuned = [t.task_name for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None]
         if not tuned:
-            raise EngineSkipped(f"the database at {folder} has no record for any of this workload's {len(tasks)} tasks")
+            raise EngineSkipped(f"the database at {folder} has no successful tuning record for any of this workload's {len(tasks)} task(s)")
         imported = import_model(workload.model, workload.example_inputs)
         executable = ms.relax_integration.compile_relax(database, imported.mod, target, params=None)
         executable.export_library(str(context.artifact(self.name, "model.so")))
