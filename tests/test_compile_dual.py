@@ -22,13 +22,15 @@ def mlp():
 
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
 def test_observed_ratio_on_held_out_inputs(mlp, ratio):
-    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(16, 64), insensitive_ratio=ratio)
-    for x in torch.randn(400, 1, 64):
+    # the ratio is an average over samples whose little vectors differ in scale, so the thresholds
+    # need a few thousand calibration rows and the check a thousand held-out samples
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(64, 64), insensitive_ratio=ratio)
+    for x in torch.randn(1000, 1, 64):
         mod(x)
     stats = mod.stats()
     assert [s.name for s in stats] == ["0", "2"]
     for layer in stats:
-        assert layer.calls == 400
+        assert layer.calls == 1000
         assert abs(layer.observed_ratio - ratio) <= 0.05, layer
         assert layer.dual_bytes < layer.dense_bytes
 

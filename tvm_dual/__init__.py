@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Public names and the modules that define them. They are imported on first use, so that light
 # entry points (the `tvm-dual` command's --help, benchmark workers for numpy or ONNX Runtime) do not

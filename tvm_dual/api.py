@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,10 +14,13 @@ from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
-from .frontend import import_model, normalize_inputs
+from .frontend import ImportedModel, import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
+from .tuning.dense_metaschedule import database_dir, has_database
+from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
+from .reference import little_values
 from .runtime import METADATA_FORMAT, DualModule, attach_metadata
 from .sites import (
     DUAL_ACTIVATIONS,
@@ -27,7 +32,7 @@ from .sites import (
     linear_pattern,
     match_key,
 )
-from .target import TargetLike, missing_host_features, resolve_target, target_config, target_to_string
+from .target import TargetLike, missing_host_features, resolve_target, target_config, target_to_string, vector_bits
 from .transform.expose_dual_counters import COUNTER_LAYERS_ATTR
 from .transform.pipeline import compile_module, rewrite_passes
 
@@ -74,9 +79,11 @@ def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -
 
 
 def default_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
-    """Untuned defaults: two vector registers of accumulators per row, four rows per group."""
-    vector_bits = int(tvm.target.codegen.llvm_get_vector_width(target))
-    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * vector_bits // 32))
+    """Untuned defaults: two vector registers of accumulators per row, four rows per group, and
+    the integer little module wherever x86 has a multiply-add of int16 pairs."""
+    bits = vector_bits(target)
+    x86 = "x86" in str(target.attrs.get("mtriple") or tvm.target.codegen.llvm_get_system_triple())
+    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * bits // 32), little_compute="i16" if x86 else "f32")
 
 
 def _plan_layers(
@@ -88,15 +95,16 @@ def _plan_layers(
     calibration,
     little: LittleConfig,
     target: tvm.target.Target,
+    schedules,
 ) -> DualPlan:
-    plan = DualPlan()
+    plan = DualPlan(vector_bits=vector_bits(target))
     dual_sites = [s for s in sites if ratios.get(s.key, 0.0) > 0]
     if not dual_sites:
         return plan
     captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported)
     weights = _weights_by_key(imported.mod, {s.key for s in dual_sites})
     for site in dual_sites:
-        x = captured[site.key]
+        x = fitting_rows(captured[site.key])
         W, b = weights[site.key]
         if len(x) < 1000:
             warnings.warn(
@@ -105,6 +113,9 @@ def _plan_layers(
                 DualCompileWarning,
                 stacklevel=3,
             )
+        module = fit_little_module(W, b, x, little)
+        shape = DualDenseShape(batch=site.batch, n=site.n, k=site.k, rank=module.rank, act=site.act)
+        tuned, source = lookup(shape, target, schedules)
         plan.add(
             DualLayerPlan(
                 name=names[site.key],
@@ -112,12 +123,13 @@ def _plan_layers(
                 act=site.act,
                 n=site.n,
                 k=site.k,
-                little=fit_little_module(W, b, x, little),
+                little=module,
                 lo=np.zeros(site.n, np.float32),
                 hi=np.zeros(site.n, np.float32),
                 target_ratio=ratios[site.key],
                 calibration_ratio=float("nan"),
-                kernel=default_kernel_config(target),
+                kernel=tuned or default_kernel_config(target),
+                schedule_source=source,
             )
         )
     # Thresholds: first on the exact model's layer inputs, then again on the inputs each layer gets
@@ -128,9 +140,25 @@ def _plan_layers(
             captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported, plan=plan)
         for site in dual_sites:
             layer = plan.get(site.key)
-            lo, hi, observed = thresholds_for_ratio(layer.little.predict(captured[site.key]), site.act, layer.target_ratio)
+            m = layer.little
+            rows = threshold_rows(captured[site.key])
+            little = little_values(rows, m.P, m.Ps, m.WL, m.WLs, m.bL, layer.kernel.little_compute, plan.vector_bits)
+            lo, hi, observed = thresholds_for_ratio(little, site.act, layer.target_ratio)
             layer.lo[:], layer.hi[:], layer.calibration_ratio = lo, hi, observed
     return plan
+
+
+# Thresholds are chosen on rows the little module was not fitted on: a fit (PCA directions most of
+# all) explains its own sample better than new data, which made held-out ratios drift low.
+_THRESHOLD_EVERY = 2
+
+
+def fitting_rows(x: np.ndarray) -> np.ndarray:
+    return x if len(x) < 2 * _THRESHOLD_EVERY else x[np.arange(len(x)) % _THRESHOLD_EVERY != 0]
+
+
+def threshold_rows(x: np.ndarray) -> np.ndarray:
+    return x if len(x) < 2 * _THRESHOLD_EVERY else x[::_THRESHOLD_EVERY]
 
 
 def _weights_by_key(mod: tvm.IRModule, keys: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -149,28 +177,38 @@ def _weights_by_key(mod: tvm.IRModule, keys: set[str]) -> dict[str, tuple[np.nda
     return found
 
 
-def compile_dual(
+@dataclass
+class PlannedModel:
+    """Everything compile_dual decided before building: the imported graph, the sites and the plan."""
+
+    imported: ImportedModel
+    sites: list[LinearSite]
+    names: dict[str, str]  # site key -> layer name
+    plan: DualPlan
+    target: tvm.target.Target
+    dense_database: str | None = None  # MetaSchedule database applied to the dense parts
+
+
+def _dense_database(schedules, target: tvm.target.Target) -> str | None:
+    """The MetaSchedule database that goes with a `schedules` choice, if one exists."""
+    if schedules is None:
+        return None
+    directory = database_dir(target) if schedules == "default" else database_dir(target, os.path.join(schedules, "metaschedule"))
+    return str(directory) if has_database(directory) else None
+
+
+def plan_dual(
     model: torch.nn.Module,
     example_inputs,
     target: TargetLike = None,
     calibration: Iterable | None = None,
     insensitive_ratio: float | Mapping[str, float] = 0.5,
     little: LittleConfig | None = None,
-    schedules: str | None = "default",
-) -> DualModule:
-    """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers.
-
-    example_inputs fix the input shapes (batch 1 to 8 for dual layers). calibration is an iterable
-    of input tuples (or tensors) run through the exact model to fit little modules and thresholds;
-    it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
-    fraction of outputs taken from the little module, for all layers or per layer name; 0 compiles
-    a layer exactly, with no little-module overhead. target: "llvm -mcpu=...", a dict, a
-    tvm.target.Target, or None for this machine.
-    """
+    schedules: str | os.PathLike | None = "default",
+) -> PlannedModel:
+    """Import, calibrate and fit little modules, without building (see compile_dual)."""
     tvm_target = resolve_target(target)
     little = little or LittleConfig()
-    if schedules not in ("default", None):
-        raise ValueError(f"schedules must be 'default' or None, got {schedules!r}")
     inputs = normalize_inputs(example_inputs)
     imported = import_model(model, inputs)
     order = {digest: i for i, digest in enumerate(imported.layer_names)}  # the model's parameter order
@@ -180,11 +218,16 @@ def compile_dual(
     for site in sites:
         if not site.dual_ok:
             warnings.warn(
-                f"layer {names[site.key]!r} stays dense (exact): {site.reason}", DualCompileWarning, stacklevel=2
+                f"layer {names[site.key]!r} stays dense (exact): {site.reason}", DualCompileWarning, stacklevel=3
             )
     calibration_batches = list(calibration) if calibration is not None else [inputs]
-    plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target)
+    plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules)
+    return PlannedModel(imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target))
 
+
+def build_dual(planned: PlannedModel) -> DualModule:
+    """Rewrite and compile a planned model."""
+    imported, plan, tvm_target = planned.imported, planned.plan, planned.target
     mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True))(imported.mod)
     main_attrs = mod["main"].attrs
     counter_layers = [str(n) for n in main_attrs[COUNTER_LAYERS_ATTR]] if COUNTER_LAYERS_ATTR in main_attrs else []
@@ -194,8 +237,11 @@ def compile_dual(
         "inputs": [spec.to_dict() for spec in imported.inputs],
         "out_spec": imported.out_spec,
         "counter_layers": counter_layers,
+        "dense_schedules": planned.dense_database or "dlight rules (no MetaSchedule database)",
         "layers": [_layer_metadata(layer) for layer in plan.layers.values()],
-        "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers],
+        "dense_layers": [
+            {"name": planned.names[s.key], "reason": s.reason or "ratio 0"} for s in planned.sites if s.key not in plan.layers
+        ],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):
@@ -203,10 +249,33 @@ def compile_dual(
             f"compiling for {target_to_string(tvm_target)}, which this CPU cannot run "
             f"({', '.join(sorted(missing_host_features(tvm_target)))} missing); export the module and run it elsewhere",
             DualCompileWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    executable = compile_module(mod, tvm_target)
+    executable = compile_module(mod, tvm_target, planned.dense_database)
     return DualModule(executable, dict(metadata, format=METADATA_FORMAT))
+
+
+def compile_dual(
+    model: torch.nn.Module,
+    example_inputs,
+    target: TargetLike = None,
+    calibration: Iterable | None = None,
+    insensitive_ratio: float | Mapping[str, float] = 0.5,
+    little: LittleConfig | None = None,
+    schedules: str | os.PathLike | None = "default",
+) -> DualModule:
+    """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers.
+
+    example_inputs fix the input shapes (batch 1 to 8 for dual layers). calibration is an iterable
+    of input tuples (or tensors) run through the exact model to fit little modules and thresholds;
+    it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
+    fraction of outputs taken from the little module, for all layers or per layer name; 0 compiles
+    a layer exactly, with no little-module overhead. target: "llvm -mcpu=...", a dict, a
+    tvm.target.Target, or None for this machine. schedules: "default" applies the shipped tuned
+    kernel knobs (schedules/<cpu>.json) where a layer's shape was tuned, a path uses that file or
+    directory, None uses untuned defaults; each layer's metadata says which it got.
+    """
+    return build_dual(plan_dual(model, example_inputs, target, calibration, insensitive_ratio, little, schedules))
 
 
 def _layer_metadata(layer: DualLayerPlan) -> dict:

@@ -34,6 +34,7 @@ class DualLayerPlan:
 @dataclass
 class DualPlan:
     layers: dict[str, DualLayerPlan] = field(default_factory=dict)  # by key
+    vector_bits: int = 256  # SIMD width of the target (target.vector_bits)
 
     def add(self, layer: DualLayerPlan) -> None:
         self.layers[layer.key] = layer

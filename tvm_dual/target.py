@@ -122,3 +122,14 @@ def target_config(target: Target) -> dict[str, Any]:
         else:
             config[str(key)] = str(value)
     return config
+
+
+def vector_bits(target: Target) -> int:
+    """SIMD width the target's instruction set has (LLVM's llvm_get_vector_width reports 512 for
+    znver3, which has no AVX-512)."""
+    features = isa_features(target)
+    if "avx512bw" in features:
+        return 512
+    if "avx2" in features:
+        return 256
+    return 128

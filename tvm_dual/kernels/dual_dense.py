@@ -45,6 +45,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
+from .little_module import LITTLE_COMPUTE, make_i16_stages, padded_k, pmadd_lanes
 from .row_dot import check_group, make_row_group_dot, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
@@ -62,9 +63,12 @@ class DualKernelConfig:
     prefetch: bool = False  # software-prefetch the next group of gathered rows
     tasks: int = 0  # 0: one parallel task per column block; T > 0: T tasks taking blocks round-robin
     parallel_projection_min: int = 65536  # multiply-adds from which the projection runs in parallel
+    little_compute: str = "f32"  # little-module arithmetic: "f32" or "i16" (kernels/little_module.py)
 
     def __post_init__(self) -> None:
         check_group(self.rows_per_group, self.lanes)
+        if self.little_compute not in LITTLE_COMPUTE:
+            raise ValueError(f"little_compute must be one of {LITTLE_COMPUTE}, got {self.little_compute!r}")
         if self.little_block not in (16, 32, 64, 128):
             raise ValueError(f"little_block must be 16, 32, 64 or 128, got {self.little_block}")
         if self.tasks < 0:
@@ -107,11 +111,19 @@ def sensitive(v: tirx.PrimExpr, lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.Pr
 
 
 @functools.lru_cache(maxsize=None)
-def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, debug: bool) -> tirx.PrimFunc:
+def dual_dense_template(
+    act: str, little_dtype: str, config: DualKernelConfig, debug: bool, vector_bits: int = 256
+) -> tirx.PrimFunc:
     """The kernel over symbolic shapes; make_dual_dense specializes it."""
     ldt = little_dtype
     G, L, NB = config.rows_per_group, config.lanes, config.little_block
     proj_min, tasks = config.parallel_projection_min, config.tasks
+    i16 = config.little_compute == "i16"
+    if i16:
+        if ldt != "int8":
+            raise ValueError("little_compute='i16' needs int8 little weights")
+        quantize_rows, project_i16, little_i16 = make_i16_stages(G, NB, vector_bits)
+        _, project_i16_1, _ = make_i16_stages(1, NB, vector_bits)
     exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
@@ -131,18 +143,23 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
                 z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
 
     @T.macro
-    def column_block(x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, nb, B, N, K, R):
+    def column_block(
+        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, blk_count, little_out, nb, B, N, K, R, RH
+    ):
         c0 = nb * NB
         # little values of the block: NB accumulators in registers, streamed over the rank
         acc2 = T.alloc_buffer((NB,), "float32")
         for b in range(B):
-            for v in T.vectorized(NB):
-                acc2[v] = T.float32(0)
-            for r in range(R):
+            if i16:
+                little_i16(WLB, WLs, bL, zq, zs, bad, yl, nb, b, RH)
+            else:
                 for v in T.vectorized(NB):
-                    acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
-            for v in T.vectorized(NB):
-                yl[b, c0 + v] = acc2[v] * WLs[c0 + v] + bL[c0 + v]
+                    acc2[v] = T.float32(0)
+                for r in range(R):
+                    for v in T.vectorized(NB):
+                        acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
+                for v in T.vectorized(NB):
+                    yl[b, c0 + v] = acc2[v] * WLs[c0 + v] + bL[c0 + v]
             if debug:
                 for v in range(T.min(NB, N - c0)):
                     little_out[b, c0 + v] = yl[b, c0 + v]
@@ -182,34 +199,57 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
         blk_count[nb] = cnt
 
     @T.macro
-    def body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT):
+    def body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT, KP, RH):
         z = T.alloc_buffer((B, R), "float32")
         yl = T.alloc_buffer((B, NBT * NB), "float32")
         sens = T.alloc_buffer((B, NBT * NB), "int8")
         idx = T.alloc_buffer((NBT * NB,), "int32")
         blk_count = T.alloc_buffer((NBT,), "int32")
+        xq = T.alloc_buffer((B, KP), "int16")  # "i16" mode state (unused in "f32" mode)
+        zq = T.alloc_buffer((B, 2 * RH) if i16 else (1, 1), "int16")
+        xs = T.alloc_buffer((B,), "float32")
+        zs = T.alloc_buffer((B,), "float32")
+        bad = T.alloc_buffer((B,), "int32")
         # 1. projection: in parallel only when it is big enough to pay for a parallel region
-        if B * R * K >= proj_min:
-            for rg in T.parallel(R // G):
-                projection_group(P, Ps, x, z, rg, B, K)
-        else:
-            for rg in range(R // G):
-                projection_group(P, Ps, x, z, rg, B, K)
-        acc1 = T.alloc_buffer((L,), "float32")
-        for rt in range(R % G):
+        if i16:
             for b in range(B):
-                proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, x, b, K)
-                z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
+                bad[b] = 0
+                quantize_rows(x, xq, xs, bad, b, K, KP)
+            if B * R * K >= proj_min:
+                for rg in T.parallel(R // G):
+                    for b in range(B):
+                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
+            else:
+                for rg in range(R // G):
+                    for b in range(B):
+                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
+            for rt in range(R % G):
+                for b in range(B):
+                    project_i16_1(P, Ps, xq, xs, z, R // G * G + rt, b, KP)
+            for b in range(B):
+                quantize_rows(z, zq, zs, bad, b, R, 2 * RH)
+        else:
+            if B * R * K >= proj_min:
+                for rg in T.parallel(R // G):
+                    projection_group(P, Ps, x, z, rg, B, K)
+            else:
+                for rg in range(R // G):
+                    projection_group(P, Ps, x, z, rg, B, K)
+            acc1 = T.alloc_buffer((L,), "float32")
+            for rt in range(R % G):
+                for b in range(B):
+                    proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, x, b, K)
+                    z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
         # 2. column blocks
         if tasks == 0:
             for nb in T.parallel(NBT):
-                column_block(x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, nb, B, N, K, R)
+                column_block(x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, blk_count, little_out, nb, B, N, K, R, RH)
         else:
             for task in T.parallel(tasks):
                 for i in range((NBT + tasks - 1 - task) // tasks):
                     column_block(
-                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, yl, sens, idx, blk_count, little_out, task + i * tasks,
-                        B, N, K, R,
+                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, blk_count, little_out,
+                        task + i * tasks, B, N, K, R, RH,
                     )
         total: T.int32 = 0
         for nb in range(NBT):
@@ -234,12 +274,14 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
             R = T.int32()
             NBT = T.int32()  # column blocks, ceil(N / NB)
             NP = T.int32()  # padded rows, NBT * NB
+            KP = T.int32()  # P's row length: K, or K padded to whole int16 vectors in "i16" mode
+            RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NB, 2)); unused in "f32" mode
             x = T.match_buffer(x_h, (B, K), "float32")
             W = T.match_buffer(W_h, (N, K), "float32")
             bias = T.match_buffer(bias_h, (NP,), "float32")
-            P = T.match_buffer(P_h, (R, K), ldt)
+            P = T.match_buffer(P_h, (R, KP), ldt)
             Ps = T.match_buffer(Ps_h, (R,), "float32")
-            WLB = T.match_buffer(WLB_h, (NBT, R, NB), ldt)
+            WLB = T.match_buffer(WLB_h, (NBT, RH, NB, 2) if i16 else (NBT, R, NB), ldt)
             WLs = T.match_buffer(WLs_h, (NP,), "float32")
             bL = T.match_buffer(bL_h, (NP,), "float32")
             lo = T.match_buffer(lo_h, (NP,), "float32")
@@ -248,7 +290,7 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
             count = T.match_buffer(count_h, (1,), "int32")
             little_out = T.match_buffer(little_h, (B, N), "float32")
             sens_out = T.match_buffer(sens_h, (B, N), "int8")
-            body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT)
+            body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT, KP, RH)
 
         return dual_debug
 
@@ -264,45 +306,51 @@ def dual_dense_template(act: str, little_dtype: str, config: DualKernelConfig, d
         R = T.int32()
         NBT = T.int32()  # column blocks, ceil(N / NB)
         NP = T.int32()  # padded rows, NBT * NB
+        KP = T.int32()  # P's row length: K, or K padded to whole int16 vectors in "i16" mode
+        RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NB, 2)); unused in "f32" mode
         x = T.match_buffer(x_h, (B, K), "float32")
         W = T.match_buffer(W_h, (N, K), "float32")
         bias = T.match_buffer(bias_h, (NP,), "float32")
-        P = T.match_buffer(P_h, (R, K), ldt)
+        P = T.match_buffer(P_h, (R, KP), ldt)
         Ps = T.match_buffer(Ps_h, (R,), "float32")
-        WLB = T.match_buffer(WLB_h, (NBT, R, NB), ldt)
+        WLB = T.match_buffer(WLB_h, (NBT, RH, NB, 2) if i16 else (NBT, R, NB), ldt)
         WLs = T.match_buffer(WLs_h, (NP,), "float32")
         bL = T.match_buffer(bL_h, (NP,), "float32")
         lo = T.match_buffer(lo_h, (NP,), "float32")
         hi = T.match_buffer(hi_h, (NP,), "float32")
         y = T.match_buffer(y_h, (B, N), "float32")
         count = T.match_buffer(count_h, (1,), "int32")
-        body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, y, y, B, N, K, R, NBT)
+        body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, y, y, B, N, K, R, NBT, KP, RH)
 
     return dual
 
 
 def make_dual_dense(
-    shape: DualDenseShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False
+    shape: DualDenseShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False, vector_bits: int = 256
 ) -> tirx.PrimFunc:
     """The fused kernel for one shape.
 
     Arguments, in order: x (B,K) f32, W (N,K) f32, then the constants of pack_dual_constants
     (bias, P, Ps, WLB, WLs, bL, lo, hi); outputs y (B,N) f32 and count (1,) int32, the number of
     rows of W read. With `debug`, two more outputs: the little values (B,N) f32 and the
-    sensitivity mask (B,N) int8, for tests against a reference.
+    sensitivity mask (B,N) int8, for tests against a reference. vector_bits is the target's SIMD
+    width (target.vector_bits), used by the "i16" little module.
     """
     B, N, K, R, ldt = shape.batch, shape.n, shape.k, shape.rank, shape.little_dtype
     NB = config.little_block
     nbt = ceil_div(N, NB)
     NP = nbt * NB
     f32 = "float32"
+    i16 = config.little_compute == "i16"
+    kp = padded_k(K, vector_bits) if i16 else K
+    wlb = (nbt, ceil_div(R, 2), NB, 2) if i16 else (nbt, R, NB)
     shapes = [
-        ((B, K), f32), ((N, K), f32), ((NP,), f32), ((R, K), ldt), ((R,), f32), ((nbt, R, NB), ldt),
+        ((B, K), f32), ((N, K), f32), ((NP,), f32), ((R, kp), ldt), ((R,), f32), (wlb, ldt),
         ((NP,), f32), ((NP,), f32), ((NP,), f32), ((NP,), f32), ((B, N), f32), ((1,), "int32"),
     ]
     if debug:
         shapes += [((B, N), f32), ((B, N), "int8")]
-    template = dual_dense_template(shape.act, ldt, config, debug)
+    template = dual_dense_template(shape.act, ldt, config, debug, vector_bits if i16 else 256)
     return specialize(template, shapes, shape.name + ("_debug" if debug else ""))
 
 
@@ -319,23 +367,36 @@ def pack_dual_constants(
     bL: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
-    little_block: int,
+    config: DualKernelConfig,
+    vector_bits: int = 256,
 ) -> list[np.ndarray]:
     """The kernel's constant arguments in order, in its layout: per-row vectors padded to whole
-    blocks (padded rows get an empty sensitive range), WL (N, R) as column blocks (NBT, R, NB)."""
+    blocks (padded rows get an empty sensitive range); WL (N, R) as column blocks (NBT, R, NB), or
+    in "i16" mode as blocks of rank pairs (NBT, ceil(R/2), NB, 2) with P's rows zero-padded to
+    whole int16 vectors."""
     n, r = WL.shape
-    nbt = ceil_div(n, little_block)
-    padded_rows = nbt * little_block
+    nb = config.little_block
+    nbt = ceil_div(n, nb)
+    padded_rows = nbt * nb
 
     def pad(v: np.ndarray, fill: float) -> np.ndarray:
         out = np.full(padded_rows, fill, dtype=np.float32)
         out[:n] = v
         return out
 
-    wl = np.zeros((padded_rows, r), dtype=WL.dtype)
-    wl[:n] = WL
-    blocks = wl.reshape(nbt, little_block, r).transpose(0, 2, 1)
-    arrays = [pad(bias, 0), P, Ps, blocks, pad(WLs, 0), pad(bL, 0), pad(lo, np.inf), pad(hi, -np.inf)]
+    if config.little_compute == "i16":
+        rh = ceil_div(r, 2)
+        wl = np.zeros((padded_rows, 2 * rh), dtype=WL.dtype)
+        wl[:n, :r] = WL
+        blocks = wl.reshape(nbt, nb, rh, 2).transpose(0, 2, 1, 3)
+        p = np.zeros((P.shape[0], padded_k(P.shape[1], vector_bits)), dtype=P.dtype)
+        p[:, : P.shape[1]] = P
+    else:
+        wl = np.zeros((padded_rows, r), dtype=WL.dtype)
+        wl[:n] = WL
+        blocks = wl.reshape(nbt, nb, r).transpose(0, 2, 1)
+        p = P
+    arrays = [pad(bias, 0), p, Ps, blocks, pad(WLs, 0), pad(bL, 0), pad(lo, np.inf), pad(hi, -np.inf)]
     return [np.ascontiguousarray(a) for a in arrays]
 
 

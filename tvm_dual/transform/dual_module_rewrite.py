@@ -92,7 +92,8 @@ class _LayerRewriter:
     def _kernel(self, layer: DualLayerPlan, shape: DualDenseShape) -> relax.GlobalVar:
         symbol = kernel_symbol(layer.name, shape)
         if symbol not in self.kernels:
-            func = make_dual_dense(shape, layer.kernel).with_attr("global_symbol", symbol)
+            func = make_dual_dense(shape, layer.kernel, vector_bits=self.plan.vector_bits)
+            func = func.with_attr("global_symbol", symbol)
             func = func.with_attr(LAYER_ATTR, layer.name)
             self.kernels[symbol] = self.builder.add_func(func, symbol)
         return self.kernels[symbol]
@@ -103,7 +104,8 @@ class _LayerRewriter:
             little = layer.little
             bias = np.zeros(layer.n, np.float32) if bias_expr is None else constant_array(bias_expr).reshape(layer.n)
             arrays = pack_dual_constants(
-                bias, little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi, layer.kernel.little_block
+                bias, little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi, layer.kernel,
+                self.plan.vector_bits,
             )
             self.constants[layer.key] = [relax.const(a) for a in arrays]
         return self.constants[layer.key]

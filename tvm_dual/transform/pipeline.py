@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
@@ -13,26 +15,31 @@ from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
 
 
-def rewrite_passes(plan: DualPlan | None, report_counters: bool) -> list[tvm.transform.Pass]:
-    """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W))."""
+def rewrite_passes(plan: DualPlan | None, report_counters: bool, gemv_template: bool = True) -> list[tvm.transform.Pass]:
+    """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W)).
+    gemv_template=False leaves dense linear layers to legalization (and MetaSchedule or dlight)."""
     passes: list[tvm.transform.Pass] = []
     if plan is not None and len(plan):
         passes.append(DualModuleRewrite(plan))
-    passes.append(DenseGemvRewrite())
+    if gemv_template:
+        passes.append(DenseGemvRewrite())
     if report_counters:
         passes.append(ExposeDualCounters())
     return passes
 
 
-def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's CPU pipeline with dlight CPU rules for the ops our kernels do not cover."""
+def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | None = None) -> tvm.transform.Pass:
+    """TVM's CPU pipeline: legalize and fuse, apply a MetaSchedule database if given, then dlight CPU
+    rules for whatever is still unscheduled (the order of TVM's meta_schedule compile_relax)."""
 
     @tvm.transform.module_pass(opt_level=0, name="TvmDualLowering")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        tuned = [relax.transform.MetaScheduleApplyDatabase(str(database))] if database else []
         with target:
             seq = tvm.transform.Sequential(
                 cpu_pipeline.library_dispatch_passes(target)
                 + cpu_pipeline.legalize_passes(target)
+                + tuned
                 + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
@@ -42,5 +49,7 @@ def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     return _lower
 
 
-def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    return tvm.compile(mod, target=target, relax_pipeline=lowering_pipeline(target))
+def compile_module(
+    mod: tvm.IRModule, target: tvm.target.Target, database: str | os.PathLike | None = None
+) -> relax.VMExecutable:
+    return tvm.compile(mod, target=target, relax_pipeline=lowering_pipeline(target, database))

@@ -1,0 +1,170 @@
+"""Knob tuning of the dual kernel: records, resume, schedules picked up by compile_dual, RPC."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_dual
+from tvm_dual.target import host_target, target_to_string
+from tvm_dual.tuning import (
+    DualWorkload,
+    LocalMeasurer,
+    MeasureOptions,
+    RPCMeasurer,
+    TuningLogError,
+    TuningLogWarning,
+    read_records,
+    tune_dual_kernel,
+)
+from tvm_dual.tuning.cost_model import XGBCostModel
+from tvm_dual.tuning.schedules import ScheduleError, distill, lookup, schedule_path, write_schedule_file
+from tvm_dual.tuning.space import config_space
+
+FAST = MeasureOptions(repeat=3, min_repeat_ms=2, warmup_ms=10)
+WORKLOAD = DualWorkload(batch=1, n=200, k=96, rank=12, act="tanh", ratio=0.5)
+
+
+def test_space_is_large_and_valid():
+    space = config_space()
+    assert len(space) > 1000
+    assert len(set(space)) == len(space)
+
+
+def test_cost_model_learns_a_ranking():
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 5))
+    t = np.exp(2 * x[:, 0] - x[:, 1])
+    model = XGBCostModel()
+    model.fit(x[:150], t[:150])
+    predicted = model.predict(x[150:])
+    assert np.corrcoef(np.log(predicted), np.log(t[150:]))[0, 1] > 0.9
+
+
+def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
+    log = tmp_path / "dual.jsonl"
+    measurer = LocalMeasurer(host_target(), FAST)
+    first = tune_dual_kernel(WORKLOAD, measurer, trials=10, batch_size=5, log_path=log, progress=False)
+    records = read_records(log)
+    assert len(records) == 10 and len(first.history) == 10
+    assert first.best_time_s is not None and all(r.error is None for r in records), [r.error for r in records]
+    # resuming measures only new candidates and keeps the best
+    second = tune_dual_kernel(WORKLOAD, measurer, trials=3, batch_size=3, log_path=log, progress=False)
+    assert second.resumed == 10 and len(read_records(log)) == 13
+    assert len({r.config for r in read_records(log)}) == 13
+    assert second.best_time_s <= first.best_time_s
+
+    target = target_to_string(host_target())
+    write_schedule_file(schedule_path(host_target(), tmp_path), target, distill(read_records(log), target))
+    model = torch.nn.Sequential(torch.nn.Linear(96, 200), torch.nn.Tanh()).eval()
+    calibration = [torch.randn(64, 96) for _ in range(4)]
+    little = tvm_dual.LittleConfig(rank=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tvm_dual.DualCompileWarning)
+        tuned = tvm_dual.compile_dual(model, (torch.randn(1, 96),), calibration=calibration, little=little, schedules=tmp_path)
+        untuned = tvm_dual.compile_dual(model, (torch.randn(1, 96),), calibration=calibration, little=little, schedules=None)
+    layer = tuned.metadata["layers"][0]
+    assert layer["schedule_source"].startswith("tuned")
+    assert layer["kernel"] == second.best_config.to_dict()
+    assert untuned.metadata["layers"][0]["schedule_source"].startswith("default")
+    for x in torch.randn(20, 1, 96):
+        # same little module and thresholds, different knobs: the same dual computation
+        assert (tuned(x) - untuned(x)).abs().max() < 1e-3
+    assert abs(tuned.stats()[0].observed_ratio - 0.5) < 0.15
+
+
+def test_untuned_shape_falls_back_to_defaults(tmp_path):
+    target = host_target()
+    write_schedule_file(schedule_path(target, tmp_path), "t", {})
+    config, source = lookup(WORKLOAD.shape, target, tmp_path)
+    assert config is None and "shape not tuned" in source
+
+
+def test_corrupt_and_foreign_logs(tmp_path):
+    good = tmp_path / "mixed.jsonl"
+    measurer = LocalMeasurer(host_target(), FAST)
+    tune_dual_kernel(WORKLOAD, measurer, trials=2, batch_size=2, log_path=good, progress=False)
+    with open(good, "a") as f:
+        f.write("{not json\n")
+        f.write(json.dumps({"kernel": "conv2d_nchw", "workload": "x"}) + "\n")
+        f.write(json.dumps({"input": "autotvm record"}) + "\n")
+    with pytest.warns(TuningLogWarning, match="skipped 3 of 5 lines"):
+        assert len(read_records(good)) == 2
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text(json.dumps({"input": ["llvm", "dense"], "result": [[0.1]]}) + "\n")
+    with pytest.raises(TuningLogError, match="none of its 1 lines is a tvm_dual tuning record"):
+        read_records(foreign)
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(TuningLogError, match="not UTF-8"):
+        read_records(binary)
+    broken = tmp_path / "znver3.json"
+    broken.write_text("{")
+    with pytest.raises(ScheduleError, match="not a readable schedule file"):
+        lookup(WORKLOAD.shape, host_target(), broken)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rpc_tracker():
+    """A TVM RPC tracker and one server on loopback, as a fleet of one."""
+    port = _free_port()
+    env = dict(os.environ, TVM_NUM_THREADS="1")
+    tracker = subprocess.Popen(
+        [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = None
+    try:
+        deadline = time.time() + 120  # both start slowly on a loaded machine
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        server_port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+             "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", "loopback"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import tvm.rpc
+
+        while time.time() < deadline:
+            try:
+                summary = tvm.rpc.connect_tracker("127.0.0.1", port).summary()
+                if any(q.get("free", 0) for q in summary.get("queue_info", {}).values()):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("the RPC server did not register with the tracker within 120 s")
+        yield port
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def test_rpc_measurement_on_loopback(rpc_tracker, tmp_path):
+    measurer = RPCMeasurer(host_target(), "127.0.0.1", rpc_tracker, "loopback", parallel=1, options=FAST)
+    result = tune_dual_kernel(WORKLOAD, measurer, trials=2, batch_size=2, log_path=tmp_path / "rpc.jsonl", progress=False)
+    records = read_records(tmp_path / "rpc.jsonl")
+    assert len(records) == 2
+    assert all(r.error is None and r.time_s > 0 for r in records), [r.error for r in records]
+    assert all(r.measurer.startswith("rpc:loopback@127.0.0.1") for r in records)
+    assert result.best_time_s == min(r.time_s for r in records)

@@ -1,0 +1,115 @@
+"""The little-module stages of the dual kernel, in two arithmetic modes.
+
+"f32": int8 weights are widened to float32 and multiplied with float32 activations. Widening costs
+two instructions per eight weights on AVX2 (vpmovsxbd + vcvtdq2ps) besides the FMA, so the little
+module is bound by instruction throughput, not bytes, whenever W sits in cache.
+
+"i16": activations are quantized at run time to 14-bit integers (one scale per sample), and the
+int8 weights are multiplied with vpmaddwd (AVX2: 16 int16 products summed in pairs into 8 int32 per
+instruction; AVX-512BW: twice that). Measured 1.7x faster than "f32" for the 4096 x 80 little
+weights of a 1024 -> 4096 layer. Integer products are exact, so the only new error is the
+activation quantization (relative 1e-4 of the largest activation), far below the int8 weights'.
+A sample whose input or projection is NaN or infinite gets NaN little values, so that every row
+takes the exact path, as in "f32" mode.
+
+The accumulation bound: |w| <= 127 and |a| <= qmax, so a dot product of length n stays below
+127 * qmax * n. qmax is chosen per length (at most 8191) so that this is below 2^31.
+"""
+
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+LITTLE_COMPUTE = ("f32", "i16")
+# int32 lanes of one multiply-add-pairs instruction, and its LLVM intrinsic, by vector width
+PMADD_WD = {128: ("llvm.x86.sse2.pmadd.wd", 4), 256: ("llvm.x86.avx2.pmadd.wd", 8), 512: ("llvm.x86.avx512.pmaddw.d.512", 16)}
+QMAX = 8191
+
+
+def pmadd_lanes(vector_bits: int) -> int:
+    if vector_bits not in PMADD_WD:
+        raise ValueError(f"no int16 multiply-add for {vector_bits}-bit vectors")
+    return PMADD_WD[vector_bits][1]
+
+
+def padded_k(k: int, vector_bits: int) -> int:
+    """K rounded up to whole int16 vectors (the i16 projection reads P and x in 2*VL chunks)."""
+    step = 2 * pmadd_lanes(vector_bits)
+    return -(-k // step) * step
+
+
+def qmax_for(length) -> "T.PrimExpr":
+    """Largest activation level keeping 127 * qmax * length under 2^31 (a TIR expression)."""
+    return T.min(T.int64(QMAX), T.int64(2**31 - 1) // (T.int64(127) * T.Cast("int64", length)))
+
+
+def make_i16_stages(group: int, little_block: int, vector_bits: int):
+    """Macros of the "i16" mode: quantize(x), project(rows), quantize(z), little_block."""
+    G, NB = group, little_block
+    intrinsic, VL = PMADD_WD[vector_bits]
+    i8v, i16v, i32v = f"int8x{2 * VL}", f"int16x{2 * VL}", f"int32x{VL}"
+
+    def pmadd(a_i8, b_i16):
+        return T.call_llvm_pure_intrin(i32v, intrinsic, T.Cast(i16v, a_i8), b_i16)
+
+    @T.macro
+    def quantize_rows(src, dst, scale, bad, b, n, n_padded):
+        """dst[b, :n] = round(src[b, :n] / scale[b]) as int16, zero-padded; bad[b] = any non-finite."""
+        amax: T.float32 = T.float32(0)
+        nonfinite: T.int32 = 0
+        for i in range(n):
+            amax = T.max(amax, T.fabs(src[b, i]))
+            nonfinite = T.max(nonfinite, T.Cast("int32", T.Not(T.isfinite(src[b, i]))))
+        s: T.float32 = T.if_then_else(amax > T.float32(0), amax / T.Cast("float32", qmax_for(n_padded)), T.float32(1))
+        for i0 in range(n // 16):
+            for v in T.vectorized(16):
+                dst[b, i0 * 16 + v] = T.Cast("int16", T.nearbyint(src[b, i0 * 16 + v] / s))
+        for i in range(n_padded - n // 16 * 16):
+            dst[b, n // 16 * 16 + i] = T.if_then_else(
+                n // 16 * 16 + i < n, T.Cast("int16", T.nearbyint(src[b, T.min(n // 16 * 16 + i, n - 1)] / s)), T.int16(0)
+            )
+        scale[b] = s
+        bad[b] = T.max(bad[b], nonfinite)
+
+    @T.macro
+    def project_group(P, Ps, xq, xs, z, rg, b, KP):
+        """z[b, rg*G + g] = Ps * xs * (P[row] . xq[b]) for the G rows of group rg."""
+        acc = T.alloc_buffer((G * VL,), "int32")
+        for g in T.unroll(G):
+            for v in T.vectorized(VL):
+                acc[g * VL + v] = 0
+        for kc in range(KP // (2 * VL)):
+            for g in T.unroll(G):
+                acc[T.ramp(g * VL, 1, VL)] = acc[T.ramp(g * VL, 1, VL)] + pmadd(
+                    P.vload([rg * G + g, kc * 2 * VL], i8v), xq.vload([b, kc * 2 * VL], i16v)
+                )
+        for g in T.unroll(G):
+            total: T.int32 = 0
+            for v in range(VL):
+                total = total + acc[g * VL + v]
+            z[b, rg * G + g] = T.Cast("float32", total) * (Ps[rg * G + g] * xs[b])
+
+    @T.macro
+    def little_block(WLB, WLs, bL, zq, zs, bad, yl, nb, b, RH):
+        """yl[b, nb*NB + v] for the block's NB columns; WLB[nb, p, v, j] = WL[nb*NB + v, 2p + j]."""
+        acc = T.alloc_buffer((NB,), "int32")
+        for v in T.vectorized(NB):
+            acc[v] = 0
+        for p in range(RH):
+            pair = T.reinterpret(
+                "int32",
+                T.Cast("uint32", T.reinterpret("uint16", zq[b, 2 * p]))
+                | (T.Cast("uint32", T.reinterpret("uint16", zq[b, 2 * p + 1])) << T.uint32(16)),
+            )
+            for c in T.unroll(NB // VL):
+                acc[T.ramp(c * VL, 1, VL)] = acc[T.ramp(c * VL, 1, VL)] + pmadd(
+                    WLB.vload([nb, p, c * VL, 0], i8v), T.reinterpret(i16v, T.broadcast(pair, VL))
+                )
+        for v in T.vectorized(NB):
+            yl[b, nb * NB + v] = T.if_then_else(
+                bad[b] != 0,
+                T.float32("nan"),
+                T.Cast("float32", acc[v]) * (zs[b] * WLs[nb * NB + v]) + bL[nb * NB + v],
+            )
+
+    return quantize_rows, project_group, little_block

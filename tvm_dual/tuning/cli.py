@@ -1,0 +1,191 @@
+"""`tvm-dual tune` / scripts/autotune.py: tune dual kernels for a model or for named shapes.
+
+Examples:
+    tvm-dual tune --shapes mlp --trials 64                      # the demo MLP's layers, this host
+    tvm-dual tune --target "llvm -mcpu=skylake-avx512" --shapes ptb750 --minutes 20 \\
+        --rpc-tracker 10.0.0.2:9190 --rpc-key skx --parallel 4  # measured on a fleet
+    tvm-dual tune --model mypkg.models:make --ratio 0.5         # factory -> (model, inputs[, calibration])
+    tvm-dual tune --workload 1,4096,1024,81 --strategy both     # XGBoost vs random search, same run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import time
+from pathlib import Path
+
+from ..little import LittleConfig, choose_rank
+from ..target import resolve_target, target_to_string
+from .measure import LocalMeasurer, MeasureOptions, RPCMeasurer
+from .records import read_records
+from .schedules import distill, schedule_path, write_schedule_file
+from .tuner import tune_dual_kernel
+from .workload import DualWorkload
+
+REPO = Path(__file__).resolve().parents[2]
+
+# (batch, N, K) of the dual layers of the shipped models; ranks follow the default LittleConfig
+NAMED_SHAPES = {
+    "mlp": [(1, 512, 784), (1, 256, 512)],  # scripts/demo.py FashionMLP(512, 256)
+    "linear": [(1, 4096, 1024)],  # the benchmark layer
+    "ptb750": [(1, 3000, 750), (1, 2250, 750)],  # LSTM-750 and GRU-750 recurrent gates
+    "ptb1500": [(1, 6000, 1500), (1, 4500, 1500)],
+}
+
+
+def named_workloads(names: list[str], ratio: float, act: str = "tanh") -> list[DualWorkload]:
+    out = []
+    for name in names:
+        if name not in NAMED_SHAPES:
+            raise SystemExit(f"unknown shape set {name!r}; known: {', '.join(NAMED_SHAPES)}")
+        for b, n, k in NAMED_SHAPES[name]:
+            out.append(DualWorkload(b, n, k, choose_rank(LittleConfig(), n, k), act, ratio))
+    return out
+
+
+def model_workloads(spec: str, ratio: float, target) -> list[DualWorkload]:
+    """Dual layers of a model from `module:factory`, planned as compile_dual would plan them."""
+    from ..api import plan_dual
+
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise SystemExit(f"--model expects module:factory, got {spec!r}")
+    made = getattr(importlib.import_module(module), attr)()
+    model, inputs, calibration = (made + (None,))[:3] if isinstance(made, tuple) else (made, None, None)
+    planned = plan_dual(model, inputs, target=target, calibration=calibration, insensitive_ratio=ratio)
+    return [
+        DualWorkload(s.batch, s.n, s.k, planned.plan.get(s.key).little.rank, s.act, ratio)
+        for s in planned.sites
+        if planned.plan.get(s.key) is not None
+    ]
+
+
+def parse_workload(text: str, ratio: float) -> DualWorkload:
+    parts = text.split(",")
+    try:
+        b, n, k, r = (int(v) for v in parts[:4])
+    except ValueError:
+        raise SystemExit(f"--workload expects B,N,K,R[,act], got {text!r}") from None
+    return DualWorkload(b, n, k, r, parts[4] if len(parts) > 4 else "tanh", ratio)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="tvm-dual tune", description=__doc__.splitlines()[0])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n", 2)[2]
+    what = parser.add_argument_group("what to tune")
+    what.add_argument("--shapes", nargs="+", metavar="SET", help=f"named shape sets: {', '.join(NAMED_SHAPES)}")
+    what.add_argument("--workload", action="append", default=[], metavar="B,N,K,R[,act]")
+    what.add_argument("--model", metavar="MODULE:FACTORY", help="tune the dual layers of this model")
+    what.add_argument("--ratio", type=float, default=0.5, help="insensitive ratio the inputs are built for")
+    what.add_argument(
+        "--dense", action="store_true",
+        help="tune dense layers of these shapes with MetaSchedule instead (Linear + tanh, no GEMV template)",
+    )
+    how = parser.add_argument_group("budget and search")
+    how.add_argument("--target", default=None, help='e.g. "llvm -mcpu=skylake-avx512" (default: this host)')
+    how.add_argument("--trials", type=int, default=64, help="new measurements per workload")
+    how.add_argument("--minutes", type=float, default=None, help="wall-time budget per workload")
+    how.add_argument("--strategy", choices=["xgb", "random", "both"], default="xgb")
+    how.add_argument("--batch-size", type=int, default=8)
+    how.add_argument("--threads", type=int, default=None, help="TVM_NUM_THREADS for local measurement")
+    how.add_argument("--seed", type=int, default=0)
+    where = parser.add_argument_group("records and measurement")
+    where.add_argument("--log", default=str(REPO / "tuning_logs" / "dual_dense.jsonl"), help="records (JSON lines), resumed")
+    where.add_argument("--schedules", default=str(REPO / "schedules"), help="directory for the distilled schedules")
+    where.add_argument("--metaschedule-dir", default=None, help="MetaSchedule database root (default tuning_logs/metaschedule)")
+    where.add_argument("--report", default=None, help="write the per-trial history of each workload here (JSON)")
+    where.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="measure through a TVM RPC tracker")
+    where.add_argument("--rpc-key", default=None)
+    where.add_argument("--parallel", type=int, default=1, help="RPC sessions measuring at once")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    target = resolve_target(args.target)
+    workloads = [parse_workload(w, args.ratio) for w in args.workload]
+    if args.shapes:
+        workloads += named_workloads(args.shapes, args.ratio)
+    if args.model:
+        workloads += model_workloads(args.model, args.ratio, target)
+    if not workloads:
+        raise SystemExit("nothing to tune: give --shapes, --workload or --model")
+    if args.dense:
+        return _tune_dense(workloads, target, args)
+    options = MeasureOptions()
+    if args.rpc_tracker:
+        host, _, port = args.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not args.rpc_key:
+            raise SystemExit("--rpc-tracker expects HOST:PORT, and --rpc-key is required with it")
+        measurer = RPCMeasurer(target, host, int(port), args.rpc_key, args.parallel, options)
+    else:
+        measurer = LocalMeasurer(target, options, threads=args.threads)
+    strategies = ["xgb", "random"] if args.strategy == "both" else [args.strategy]
+    report = []
+    for workload in workloads:
+        for strategy in strategies:
+            # a comparison starts both strategies from nothing, and keeps their records apart
+            comparing = len(strategies) == 2
+            log = f"{os.path.splitext(args.log)[0]}.{strategy}.jsonl" if comparing else args.log
+            started = time.time()
+            result = tune_dual_kernel(
+                workload, measurer, trials=args.trials, minutes=args.minutes, strategy=strategy,
+                batch_size=args.batch_size, log_path=log, seed=args.seed, resume=not comparing,
+            )
+            best = "none" if result.best_time_s is None else f"{1e6 * result.best_time_s:.1f} us"
+            print(f"{workload.key} [{strategy}]: best {best} with {result.best_config} "
+                  f"({len(result.history)} new trials, {result.resumed} resumed, {time.time() - started:.0f} s)")
+            report.append({"workload": workload.key, "strategy": strategy, "history": result.history,
+                           "best_time_s": result.best_time_s, "resumed": result.resumed})
+    if len(strategies) == 2:
+        _compare(report)
+    records = read_records(args.log) if os.path.exists(args.log) else []
+    if len(strategies) == 2:
+        records += [r for s in strategies for r in read_records(f"{os.path.splitext(args.log)[0]}.{s}.jsonl")]
+    entries = distill(records, target_to_string(target))
+    if entries:
+        path = schedule_path(target, args.schedules)
+        write_schedule_file(path, target_to_string(target), entries)
+        print(f"schedules: {len(entries)} shapes in {path}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump({"target": target_to_string(target), "runs": report}, f, indent=1)
+    return 0
+
+
+def _tune_dense(workloads: list[DualWorkload], target, args: argparse.Namespace) -> int:
+    """MetaSchedule-tune Linear(K -> N) + tanh at each workload's batch, without our GEMV template."""
+    import torch
+
+    from ..frontend import import_model
+    from .dense_metaschedule import database_dir, tune_dense_parts
+
+    work_dir = database_dir(target, args.metaschedule_dir)
+    for w in dict.fromkeys((w.batch, w.n, w.k) for w in workloads):
+        batch, n, k = w
+        model = torch.nn.Sequential(torch.nn.Linear(k, n), torch.nn.Tanh()).eval()
+        imported = import_model(model, (torch.randn(batch, k),))
+        started = time.time()
+        records = tune_dense_parts(imported.mod, target, work_dir, args.trials, gemv_template=False)
+        print(f"dense b{batch} n{n} k{k}: {args.trials} MetaSchedule trials in {time.time() - started:.0f} s; "
+              f"{records} records in {work_dir}")
+    return 0
+
+
+def _compare(report: list[dict]) -> None:
+    """Trials each strategy needed to reach 95% of the best speed either found, per workload."""
+    for key in dict.fromkeys(r["workload"] for r in report):
+        runs = {r["strategy"]: r for r in report if r["workload"] == key}
+        best = min(r["best_time_s"] for r in runs.values() if r["best_time_s"])
+        cells = []
+        for strategy, run in runs.items():
+            hit = next((i for i, t in enumerate(run["history"], 1) if t and best / t >= 0.95), None)
+            cells.append(f"{strategy}: {hit if hit else 'not'} trials")
+        print(f"{key}: trials to 95% of the best ({1e6 * best:.1f} us): " + ", ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

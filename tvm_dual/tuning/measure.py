@@ -1,0 +1,175 @@
+"""Building and measuring dual-kernel candidates, in an isolated local process or over TVM RPC.
+
+Both paths run the same function against an RPC session: a LocalSession inside a PopenPool worker
+(a crash or hang kills the worker, not the tuner), or a session from TVM's RPC tracker (a fleet of
+x86 machines measuring in parallel). Every candidate is run once and checked against the numpy
+reference before it is timed; a wrong or crashing candidate gets an error record and never wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+
+from ..kernels.dual_dense import DualKernelConfig, make_dual_dense
+from ..target import vector_bits
+from .workload import DualWorkload, check_outputs
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    repeat: int = 7  # timed repeats; the median is the result
+    min_repeat_ms: float = 20.0  # each repeat runs the kernel enough times to last this long
+    warmup_ms: float = 100.0  # time-based warm-up (the second core needs ~0.1 s to wake)
+    timeout_s: float = 60.0
+
+
+@dataclass
+class Measurement:
+    config: DualKernelConfig
+    time_s: float | None
+    error: str | None = None
+
+
+class Builder:
+    """Compiles candidates to shared libraries in a private temporary directory."""
+
+    def __init__(self, target: tvm.target.Target) -> None:
+        self.target = target
+        self.vector_bits = vector_bits(target)
+        self._dir = tempfile.TemporaryDirectory(prefix="tvm_dual_tune_")
+        self._count = 0
+
+    def build(self, workload: DualWorkload, config: DualKernelConfig) -> str:
+        func = make_dual_dense(workload.shape, config, vector_bits=self.vector_bits).with_attr("global_symbol", "dual")
+        lib = tvm.compile(tvm.IRModule({"dual": func}), target=self.target)
+        self._count += 1
+        path = os.path.join(self._dir.name, f"candidate{self._count}.so")
+        lib.export_library(path)
+        return path
+
+
+def measure_in_session(
+    session, library: str, workload: dict, config: dict, bits: int, options: MeasureOptions
+) -> tuple[float | None, str | None]:
+    """Upload, check against the reference, time. Runs in a worker process or against RPC."""
+    from .space import config_from_dict  # imported here: this runs inside fresh worker processes
+
+    w, c = DualWorkload.from_dict(workload), config_from_dict(config)
+    session.upload(library)
+    lib = session.load_module(os.path.basename(library))
+    dev = session.cpu(0)
+    arrays, expected = w.arguments(c, bits)
+    args = [tvm.runtime.tensor(a, dev) for a in arrays]
+    func = lib["dual"]
+    func(*args)
+    problem = check_outputs(args[-2].numpy(), int(args[-1].numpy()[0]), expected, w.n)
+    if problem:
+        return None, f"wrong result: {problem}"
+    deadline = time.perf_counter() + options.warmup_ms / 1000
+    while time.perf_counter() < deadline:
+        func(*args)
+    evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, min_repeat_ms=options.min_repeat_ms)
+    return float(np.median(evaluator(*args).results)), None
+
+
+def _measure_locally(library, workload, config, bits, options):
+    logging.getLogger("RPCServer").setLevel(logging.WARNING)  # one INFO line per candidate otherwise
+    return measure_in_session(tvm.rpc.LocalSession(), library, workload, config, bits, options)
+
+
+class LocalMeasurer:
+    """Measures in a separate process (TVM's PopenPoolExecutor), restarted after a crash."""
+
+    name = "local"
+
+    def __init__(self, target: tvm.target.Target, options: MeasureOptions = MeasureOptions(), threads: int | None = None):
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        self.target = target
+        self.options = options
+        self.builder = Builder(target)
+        saved = os.environ.get("TVM_NUM_THREADS")
+        if threads is not None:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # inherited by the worker
+        try:
+            self.pool = PopenPoolExecutor(max_workers=1, timeout=options.timeout_s)
+        finally:
+            if threads is not None:
+                if saved is None:
+                    os.environ.pop("TVM_NUM_THREADS", None)
+                else:
+                    os.environ["TVM_NUM_THREADS"] = saved
+
+    def measure(self, workload: DualWorkload, configs: list[DualKernelConfig]) -> list[Measurement]:
+        out = []
+        for config in configs:
+            try:
+                library = self.builder.build(workload, config)
+            except Exception as err:  # a knob combination TVM or LLVM rejects
+                out.append(Measurement(config, None, f"build failed: {str(err).splitlines()[-1][:200]}"))
+                continue
+            future = self.pool.submit(
+                _measure_locally, library, workload.to_dict(), config.to_dict(), self.builder.vector_bits, self.options
+            )
+            try:
+                time_s, error = future.result()
+            except Exception as err:  # worker crashed or timed out
+                time_s, error = None, f"run failed: {type(err).__name__}: {str(err).splitlines()[-1][:200] if str(err) else ''}"
+            out.append(Measurement(config, time_s, error))
+        return out
+
+
+class RPCMeasurer:
+    """Measures on machines registered with a TVM RPC tracker, `parallel` sessions at a time."""
+
+    def __init__(
+        self,
+        target: tvm.target.Target,
+        tracker_host: str,
+        tracker_port: int,
+        key: str,
+        parallel: int = 1,
+        options: MeasureOptions = MeasureOptions(),
+    ) -> None:
+        self.target = target
+        self.options = options
+        self.builder = Builder(target)
+        self.tracker = (tracker_host, tracker_port)
+        self.key = key
+        self.parallel = max(1, parallel)
+        self.name = f"rpc:{key}@{tracker_host}:{tracker_port}"
+
+    def _one(self, workload: DualWorkload, config: DualKernelConfig, library: str) -> Measurement:
+        try:
+            tracker = tvm.rpc.connect_tracker(*self.tracker)
+            session = tracker.request(self.key, session_timeout=int(self.options.timeout_s))
+            time_s, error = measure_in_session(
+                session, library, workload.to_dict(), config.to_dict(), self.builder.vector_bits, self.options
+            )
+        except Exception as err:
+            time_s, error = None, f"rpc failed: {type(err).__name__}: {str(err).splitlines()[-1][:200] if str(err) else ''}"
+        return Measurement(config, time_s, error)
+
+    def measure(self, workload: DualWorkload, configs: list[DualKernelConfig]) -> list[Measurement]:
+        built = []
+        for config in configs:
+            try:
+                built.append((config, self.builder.build(workload, config), None))
+            except Exception as err:
+                built.append((config, None, f"build failed: {str(err).splitlines()[-1][:200]}"))
+        with ThreadPoolExecutor(self.parallel) as pool:
+            futures = [
+                pool.submit(self._one, workload, config, library) if library else None for config, library, _ in built
+            ]
+            return [
+                future.result() if future is not None else Measurement(config, None, error)
+                for future, (config, _, error) in zip(futures, built)
+            ]

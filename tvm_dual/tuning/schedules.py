@@ -1,0 +1,125 @@
+"""Distilled schedules: the best measured kernel knobs per (kernel shape, target), like TVM's old
+TopHub. compile_dual looks layers up here by default; shapes never tuned get the untuned
+defaults, and each layer's metadata says which it got.
+
+A file `schedules/<target key>.json` holds {"format": 1, "target": ..., "entries": {shape key:
+{"config": {...}, "time_s": ..., "workload": {...}, "measured": <records behind it>}}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+
+from ..kernels.dual_dense import DualDenseShape, DualKernelConfig
+from .records import Record
+from .space import config_from_dict
+from .workload import DualWorkload
+
+FORMAT = 1
+# The shipped schedules live next to the package (the repository's schedules/ directory);
+# TVM_DUAL_SCHEDULES points elsewhere.
+DEFAULT_DIR = Path(os.environ.get("TVM_DUAL_SCHEDULES", Path(__file__).resolve().parents[2] / "schedules"))
+
+
+class ScheduleError(ValueError):
+    """A schedule file that cannot be used."""
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """Schedules are per CPU model: the -mcpu name ("znver3", "skylake-avx512"), or "generic"."""
+    return str(target.attrs.get("mcpu") or "generic")
+
+
+def shape_key(shape: DualDenseShape) -> str:
+    return DualWorkload(shape.batch, shape.n, shape.k, shape.rank, shape.act).shape_key
+
+
+@dataclass
+class ScheduleEntry:
+    config: DualKernelConfig
+    time_s: float
+    workload: DualWorkload
+    measured: int
+
+
+def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
+    """The fastest successful record per shape key, for one target string."""
+    best: dict[str, ScheduleEntry] = {}
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.target != target:
+            continue
+        key = r.workload.shape_key
+        counts[key] = counts.get(key, 0) + 1
+        if r.time_s is not None and (key not in best or r.time_s < best[key].time_s):
+            best[key] = ScheduleEntry(r.config, r.time_s, r.workload, 0)
+    for key, entry in best.items():
+        entry.measured = counts[key]
+    return best
+
+
+def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ScheduleError(f"{path}: not a readable schedule file ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
+        raise ScheduleError(f"{path}: not a tvm_dual schedule file of format {FORMAT}")
+    entries = {}
+    for key, e in data["entries"].items():
+        try:
+            entries[key] = ScheduleEntry(
+                config_from_dict(e["config"]), float(e["time_s"]), DualWorkload.from_dict(e["workload"]), int(e["measured"])
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ScheduleError(f"{path}: entry {key!r} is malformed ({err})") from None
+    return entries
+
+
+def write_schedule_file(path: str | os.PathLike, target: str, entries: dict[str, ScheduleEntry]) -> None:
+    """Merge `entries` into the file, keeping the faster entry for a key present in both."""
+    merged = read_schedule_file(path) if os.path.exists(path) else {}
+    for key, entry in entries.items():
+        if key not in merged or entry.time_s < merged[key].time_s:
+            merged[key] = entry
+    data = {
+        "format": FORMAT,
+        "target": target,
+        "entries": {
+            key: {"config": e.config.to_dict(), "time_s": e.time_s, "workload": e.workload.to_dict(), "measured": e.measured}
+            for key, e in sorted(merged.items())
+        },
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def schedule_path(target: tvm.target.Target, directory: str | os.PathLike | None = None) -> Path:
+    return Path(directory or DEFAULT_DIR) / f"{target_key(target)}.json"
+
+
+def lookup(
+    shape: DualDenseShape, target: tvm.target.Target, schedules: str | os.PathLike | None = "default"
+) -> tuple[DualKernelConfig | None, str]:
+    """(tuned config, where from) or (None, why not). schedules: "default", a file or directory, or None."""
+    if schedules is None:
+        return None, "default (schedules=None)"
+    source = Path(schedules) if schedules != "default" else schedule_path(target)
+    if source.is_dir():
+        source = schedule_path(target, source)
+    if not source.exists():
+        if schedules != "default":
+            raise ScheduleError(f"no schedule file at {source}")
+        return None, f"default (no tuned schedules for {target_key(target)})"
+    entry = read_schedule_file(source).get(shape_key(shape))
+    if entry is None:
+        return None, f"default (shape not tuned in {source.name})"
+    return entry.config, f"tuned ({source.name}, {entry.measured} trials)"
