@@ -32,14 +32,22 @@ def _bench() -> Subcommand:
                       command.add_arguments, command.run)
 
 
-SUBCOMMANDS: list[Callable[[], Subcommand]] = [_bench]
+def _tune() -> Subcommand:
+    from .tuning import cli as tune
+
+    doc = tune.__doc__.split("\n", 2)
+    return Subcommand("tune", "tune dual kernels (or dense layers with MetaSchedule) for a target", doc[0], doc[2],
+                      lambda parser: tune.build_parser(parser), lambda args, _command: tune.run(args))
+
+
+SUBCOMMANDS: list[Callable[[], Subcommand]] = [_bench, _tune]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-dual",
         description="Dual-module inference for PyTorch models on x86 CPUs, compiled with Apache TVM.",
-        epilog="examples:\n  tvm-dual bench --smoke\n  tvm-dual bench --help",
+        epilog="examples:\n  tvm-dual bench --smoke\n  tvm-dual tune --shapes linear --trials 64\n  tvm-dual COMMAND --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")

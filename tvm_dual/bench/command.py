@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--threads", type=int, nargs="+", help="thread counts (default: 1 2)")
     what.add_argument("--cache", nargs="+", choices=("hot", "cold"), help="cache modes (default: hot cold)")
     what.add_argument("--ratios", type=float, nargs="+", help="tvm-dual insensitive ratios (default: 0.25 0.5 0.75)")
-    what.add_argument("--ms-database", metavar="DIR", help="MetaSchedule database for tvm-ms (default: tuning_logs/metaschedule)")
+    what.add_argument("--ms-database", metavar="DIR", help="MetaSchedule database for tvm-ms (default: tuning_logs/metaschedule/CPU)")
     how = parser.add_argument_group("how")
     how.add_argument("--rounds", type=int, help="rounds of all engines, interleaved (default: 3)")
     how.add_argument("--warmup", type=float, help="warm-up seconds per measurement (default: 0.5)")

@@ -284,7 +284,8 @@ def _engine_details(results: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"- {entry['label']} {variant['name'][1:]}: layer {layer['name']} ({layer['n']}x{layer['k']}), little module "
                     f"rank {layer['rank']} int{layer['bits']} {layer['projection']}, fit R² {layer['fit_r2']:.3f}, "
-                    f"insensitive ratio on calibration data {layer['calibration_ratio']:.3f}; compiled in {info['compile_s']:.0f} s"
+                    f"insensitive ratio on calibration data {layer['calibration_ratio']:.3f}; kernel knobs "
+                    f"{layer.get('schedule_source') or 'default'}; compiled in {info['compile_s']:.0f} s"
                 )
             for warning in info.get("warnings", []):
                 lines.append(f"- {entry['label']} {variant['name'][1:]}: warning: {warning}")

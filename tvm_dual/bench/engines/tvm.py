@@ -3,7 +3,6 @@ from a tuning database, and tvm-dual at several insensitive ratios. All compile 
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -12,9 +11,6 @@ from typing import Any
 import numpy as np
 
 from .base import Engine, EngineSkipped, LoadContext, PrepareContext, Runner, Variant, to_numpy_leaves
-
-MS_DATABASE_ENV = "TVM_DUAL_MS_DATABASE"
-DEFAULT_MS_DATABASE = Path(__file__).resolve().parents[3] / "tuning_logs" / "metaschedule"
 
 
 def aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
@@ -133,67 +129,54 @@ class TvmDenseEngine(Engine):
         return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
 
 
-def ms_tuning_module(model, example_inputs, target):
-    """The model as MetaSchedule's compile_relax sees it before applying a database: imported, then
-    library dispatch, LegalizeOps, FoldConstant, FuseOps, FuseTIR. Tune the tasks of this module
-    (ms.relax_integration.tune_relax(ms_tuning_module(...), None, target, ...)) so that their
-    records match what the tvm-ms engine looks up."""
+def ms_tuning_module(mod, target):
+    """An imported model as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database:
+    library dispatch, LegalizeOps, FoldConstant, FuseOps, FuseTIR. Its tasks (extract_tasks) are what
+    a database must hold records for; tune_relax needs this legalized form too (on the imported
+    module it finds no tasks)."""
     import tvm
-    from tvm import relax
-    from tvm.relax import pipeline
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-    from ...frontend import import_model
-
-    imported = import_model(model, example_inputs)
-    passes = [
-        *pipeline.library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
     with target:
-        return tvm.transform.Sequential(passes)(imported.mod)
+        passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+        return tvm.transform.Sequential(passes)(mod)
 
 
 class TvmMetaScheduleEngine(Engine):
-    """TVM's default Relax pipeline with the schedules of a MetaSchedule tuning database.
+    """TVM's CPU pipeline without our GEMV template, with the schedules of a MetaSchedule database
+    (tvm_dual.transform.pipeline.compile_module: legalize, apply the database, dlight for the rest).
 
-    The database is a JSONDatabase folder (database_workload.json, database_tuning_record.json), from
-    --ms-database, $TVM_DUAL_MS_DATABASE or tuning_logs/metaschedule/. Tasks are those of
-    ms_tuning_module; the engine runs if the database holds a record for at least one of them (tuned
-    and total task counts are reported) and is skipped with a note otherwise.
+    The database is --ms-database or tuning_logs/metaschedule/<cpu>/, where `tvm-dual tune --dense`
+    writes. The engine runs if it holds a record for at least one of the model's tasks (tuned and
+    total counts are reported) and is skipped with a note otherwise.
     """
 
     name = "tvm-ms"
     label = "TVM dense, MetaSchedule-tuned"
     modules = ("tvm",)
 
-    @staticmethod
-    def database_dir(settings) -> Path:
-        return Path(settings.ms_database or os.environ.get(MS_DATABASE_ENV) or DEFAULT_MS_DATABASE)
-
     def prepare(self, context: PrepareContext) -> list[Variant]:
         from tvm.s_tir import meta_schedule as ms
 
         from ...frontend import import_model
         from ...target import host_target
+        from ...transform.pipeline import compile_module
+        from ...tuning.dense_metaschedule import database_dir, has_database
 
-        folder = self.database_dir(context.settings)
-        files = [folder / "database_workload.json", folder / "database_tuning_record.json"]
-        if not all(f.is_file() for f in files):
-            raise EngineSkipped(f"no MetaSchedule tuning database at {folder} (give one with --ms-database)")
-        start = time.perf_counter()
         target = host_target()
+        folder = Path(context.settings.ms_database) if context.settings.ms_database else database_dir(target)
+        if not has_database(folder):
+            raise EngineSkipped(f"no MetaSchedule tuning database at {folder} (tvm-dual tune --dense, or --ms-database)")
+        start = time.perf_counter()
         database = ms.database.JSONDatabase(work_dir=str(folder), allow_missing=False)
-        workload = context.workload
-        tasks = ms.relax_integration.extract_tasks(ms_tuning_module(workload.model, workload.example_inputs, target), target)
+        imported = import_model(context.workload.model, context.workload.example_inputs)
+        tasks = ms.relax_integration.extract_tasks(ms_tuning_module(imported.mod, target), target)
         tuned = [t.task_name for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None]
         if not tuned:
-            raise EngineSkipped(f"the database at {folder} has no successful tuning record for any of this workload's {len(tasks)} task(s)")
-        imported = import_model(workload.model, workload.example_inputs)
-        executable = ms.relax_integration.compile_relax(database, imported.mod, target, params=None)
+            raise EngineSkipped(
+                f"the database at {folder} has no successful tuning record for any of this workload's {len(tasks)} task(s)"
+            )
+        executable = compile_module(imported.mod, target, str(folder))
         executable.export_library(str(context.artifact(self.name, "model.so")))
         info = {"database": str(folder), "tuned_tasks": tuned, "tasks": len(tasks), "compile_s": _compile_seconds(start)}
         return [Variant(artifact="model.so", info=info)]
@@ -231,7 +214,8 @@ class TvmDualEngine(Engine):
             info = {
                 "compile_s": _compile_seconds(start),
                 "layers": [
-                    {k: layer[k] for k in ("name", "n", "k", "rank", "bits", "projection", "fit_r2", "calibration_ratio", "little_bytes")}
+                    {k: layer.get(k) for k in ("name", "n", "k", "rank", "bits", "projection", "fit_r2", "calibration_ratio",
+                                               "little_bytes", "kernel", "schedule_source")}
                     for layer in layers
                 ],
                 "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, tvm_dual.DualCompileWarning)}),
