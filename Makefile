@@ -1,12 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   -- creates .venv from pyproject.toml, installs the data, runs scripts/demo.py
 #   make test   -- same set-up, then runs the test suite
+# and one more regenerates docs/BENCHMARKS.md (installs the optional engines, runs the benchmarks):
+#   make benchmarks
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test benchmarks clean
 
 setup: $(VENV)/.installed data
 
@@ -28,6 +30,14 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Pause other CPU jobs first (see /tmp/tvm_dual_jobs/*.pid): timings are only as quiet as the machine.
+benchmarks: setup $(VENV)/.installed-bench
+	$(VENV)/bin/tvm-dual bench --docs $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

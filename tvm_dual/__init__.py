@@ -1,23 +1,46 @@
 """tvm-dual: dual-module inference (Liu et al., ICML 2020) compiled with Apache TVM for x86 CPUs."""
 
-from .api import DualCompileWarning, compile_dual
-from .kernels.dual_dense import DualKernelConfig
-from .little import LittleConfig
-from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
-from .target import TargetError, resolve_target
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-__all__ = [
-    "DualCompileWarning",
-    "DualKernelConfig",
-    "DualModule",
-    "DualStats",
-    "LayerStats",
-    "LibraryError",
-    "LittleConfig",
-    "TargetError",
-    "compile_dual",
-    "load",
-    "resolve_target",
-]
+# Public names and the modules that define them. They are imported on first use, so that light
+# entry points (the `tvm-dual` command's --help, benchmark workers for numpy or ONNX Runtime) do not
+# pay for importing torch and tvm.
+_EXPORTS = {
+    "DualCompileWarning": ".api",
+    "compile_dual": ".api",
+    "DualKernelConfig": ".kernels.dual_dense",
+    "LittleConfig": ".little",
+    "DualModule": ".runtime",
+    "DualStats": ".runtime",
+    "LayerStats": ".runtime",
+    "LibraryError": ".runtime",
+    "load": ".runtime",
+    "TargetError": ".target",
+    "resolve_target": ".target",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .api import DualCompileWarning, compile_dual
+    from .kernels.dual_dense import DualKernelConfig
+    from .little import LittleConfig
+    from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
+    from .target import TargetError, resolve_target
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tvm_dual' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

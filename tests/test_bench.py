@@ -1,0 +1,215 @@
+"""The benchmark suite: structure and validity of what it writes, never timing values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tvm_dual.bench import report, workloads
+from tvm_dual.bench.engines import ENGINES, Engine
+from tvm_dual.cli import main
+
+CORE_ENGINES = ("numpy", "torch", "tvm-untuned", "tvm-dense", "tvm-dual")  # need only core dependencies
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run of the whole suite (every engine that is installed), shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench_smoke")
+    rc = main(["bench", "--smoke", "--out", str(out), "--ms-database", str(out / "no_database")])
+    return rc, out
+
+
+def test_smoke_run_writes_valid_json(smoke):
+    rc, out = smoke
+    assert rc == 0
+    results = report.load_results(out / "results.json")
+    assert results["errors"] == []
+    assert results["machine"]["cpus"] >= 1 and results["machine"]["caches"]
+    assert results["versions"]["torch"] and results["versions"]["apache-tvm"]
+    assert "revision" in results["run"]["git"]
+    engines = results["engines"]
+    assert list(engines) == list(ENGINES)
+    for name in CORE_ENGINES:
+        assert engines[name]["status"] == "ok", (name, engines[name])
+    for name, entry in engines.items():
+        assert entry["status"] in ("ok", "skipped"), (name, entry)  # missing engines are skipped, never failed
+        if entry["status"] == "skipped":
+            assert entry["reason"]
+    assert engines["tvm-ms"]["status"] == "skipped" and "no MetaSchedule tuning database" in engines["tvm-ms"]["reason"]
+
+    measured = {(r["engine"], r["cache"]) for r in results["records"]}
+    ok = [n for n, e in engines.items() if e["status"] == "ok"]
+    assert measured == {(n, c) for n in ok for c in ("hot", "cold")}
+    footprint = results["workload"]["footprint_bytes"]
+    for r in results["records"]:
+        assert r["threads"] == 1 and r["round"] == 0 and r["samples"] >= 10
+        assert 0 < r["p10_us"] <= r["median_us"] <= r["p90_us"] and math.isfinite(r["median_us"])
+        if r["engine"] == "tvm-dual":
+            assert r["target_ratio"] == 0.5 and 0.0 <= r["observed_ratio"] <= 1.0
+            assert 0 < r["bytes"] < footprint + 64 * 1024  # rows read x K x 4 + little module
+            assert r["layers"][0]["name"] == "0"
+        else:
+            assert r["bytes"] == footprint
+    assert {b["label"] for b in results["bandwidth"]} == {"working set", "DRAM"}
+    assert all(b["gbps"] > 0 for b in results["bandwidth"])
+
+    checks = {c["engine"]: c for c in results["checks"]}
+    assert set(checks) == set(ok)
+    for name, check in checks.items():
+        if not engines[name]["approximate"]:  # exact engines agree with PyTorch
+            assert check["output_rel_error"] < 1e-4, (name, check)
+    assert checks["tvm-dual"]["output_rel_error"] > 0
+
+    summary = {(r["engine"], r["cache"]): r for r in results["summary"]}
+    for cache in ("hot", "cold"):
+        assert max(summary[(n, cache)]["speedup"] for n in ok if not engines[n]["approximate"]) == pytest.approx(1.0)
+        assert 0 < summary[(ok[0], cache)]["of_limit"]
+
+
+def test_smoke_run_writes_markdown_and_plots(smoke, tmp_path):
+    _, out = smoke
+    text = (out / "results.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert text.startswith("# Linear 64->128 + tanh, batch 1")
+    for needle in ("**Streaming read bandwidth**", "**Hot cache, 1 thread**", "**Cold cache, 1 thread**",
+                   "**Outputs vs PyTorch**", "| tvm-dual 0.50 |", "![speedup](results_speedup.png)", "Check (issue 2)"):
+        assert needle in text, needle
+    for name, entry in results["engines"].items():
+        assert entry["label"] in text
+    for png in ("results_speedup.png", "results_quality.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    doc = tmp_path / "docs" / "BENCHMARKS.md"
+    assert main(["bench", "--render", str(out / "results.json"), "--doc", str(doc)]) == 0
+    rendered = doc.read_text()
+    assert rendered.startswith("# Benchmarks") and "do not edit by hand" in rendered
+    assert "## Linear 64->128 + tanh, batch 1" in rendered
+    assert "results_speedup.png)" in rendered
+    assert main(["bench", "--render", str(out / "results.json"), "--doc", str(doc)]) == 0
+    assert doc.read_text() == rendered  # rendering is a pure function of the stored results
+
+
+class _MissingEngine(Engine):
+    name = "missing"
+    label = "An engine that is not installed"
+    modules = ("numpy", "no_such_module_for_tvm_dual_tests")
+
+
+def test_missing_and_untuned_engines_are_skipped_with_a_note(tmp_path, monkeypatch):
+    """prepare records why an engine cannot run instead of failing (runs in this process: no compiling)."""
+    from tvm_dual.bench import smoke_settings, worker
+
+    monkeypatch.setitem(ENGINES, "missing", _MissingEngine())
+    settings = smoke_settings(engines=["missing", "tvm-ms", "numpy"], ms_database=str(tmp_path / "nothing"))
+    worker.prepare({"settings": settings.to_dict(), "workdir": str(tmp_path)})
+    prepared = json.loads((tmp_path / worker.PREPARED).read_text())
+    engines = prepared["engines"]
+    assert engines["missing"]["status"] == "skipped"
+    assert "no_such_module_for_tvm_dual_tests not installed" in engines["missing"]["reason"]
+    assert engines["tvm-ms"]["status"] == "skipped" and str(tmp_path / "nothing") in engines["tvm-ms"]["reason"]
+    assert engines["numpy"]["status"] == "ok"
+    inputs = worker.load_tuples(tmp_path / worker.TIMING_INPUTS)
+    references = worker.load_tuples(tmp_path / worker.REFERENCE_OUTPUTS)
+    assert len(inputs) == len(references) == 8 and inputs[0][0].shape == (1, 64) and references[0][0].shape == (1, 128)
+
+
+def _summary_fixture() -> dict:
+    """Results of a made-up run: two exact engines and two dual ratios, hot cache, one thread."""
+
+    def record(engine, variant, us, **extra):
+        return dict(engine=engine, variant=variant, threads=1, cache="hot", round=0, median_us=us, p10_us=us * 0.9,
+                    p90_us=us * 1.1, mean_us=us, min_us=us * 0.8, samples=100, bytes=1e6, **extra)
+
+    engines = {
+        "numpy": {"label": "numpy (BLAS)", "approximate": False, "status": "ok"},
+        "tvm-dense": {"label": "TVM dense", "approximate": False, "status": "ok"},
+        "tvm-dual": {"label": "tvm-dual", "approximate": True, "status": "ok"},
+    }
+    records = [
+        record("numpy", "", 100.0),
+        record("tvm-dense", "", 120.0),
+        record("tvm-dual", "r0.50", 60.0, target_ratio=0.5, observed_ratio=0.5),
+        record("tvm-dual", "r0.75", 40.0, target_ratio=0.75, observed_ratio=0.74),
+    ]
+    bandwidth = [{"label": "working set", "threads": 1, "bytes": 1 << 20, "gbps": 20.0, "round": 0}]
+    return {"engines": engines, "records": records, "bandwidth": bandwidth}
+
+
+def test_summary_speedups_and_limits_are_computed_within_the_run():
+    rows = {(r["engine"], r["variant"]): r for r in report.summarize(_summary_fixture())}
+    assert rows[("numpy", "")]["speedup"] == pytest.approx(1.0)
+    assert rows[("tvm-dense", "")]["speedup"] == pytest.approx(100 / 120)
+    assert rows[("tvm-dual", "r0.50")]["speedup"] == pytest.approx(100 / 60)
+    assert rows[("tvm-dual", "r0.50")]["fastest_exact"] == "numpy (BLAS)"
+    assert rows[("numpy", "")]["limit_us"] == pytest.approx(1e6 / 20e9 * 1e6)  # bytes / bandwidth
+    assert rows[("numpy", "")]["of_limit"] == pytest.approx(50.0 / 100.0)
+    (check,) = report.criterion(list(rows.values()))
+    assert check["baseline"] == "numpy (BLAS)" and check["speedup"] == pytest.approx(100 / 60) and check["reached"]
+
+
+# ---- workloads and the command line ----------------------------------------------------------
+
+
+def test_build_workload_converts_and_checks_parameters():
+    w = workloads.build_workload("linear", {"k": "32", "n": "48", "act": "relu", "calibration_rows": "128", "timing_inputs": "3"})
+    assert w.params["k"] == 32 and w.description == "Linear 32->48 + relu, batch 1"
+    assert len(w.timing_inputs) == 3 and w.timing_inputs[0][0].shape == (1, 32)
+    x = w.timing_inputs[0][0]
+    with torch.no_grad():
+        expected = w.model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(w.numpy_forward(x)[0], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(workloads.WorkloadError, match="no parameter width"):
+        workloads.build_workload("linear", {"width": "3"})
+    with pytest.raises(workloads.WorkloadError, match="not a valid int"):
+        workloads.build_workload("linear", {"k": "many"})
+    with pytest.raises(workloads.WorkloadError, match="unknown workload"):
+        workloads.build_workload("nope")
+
+
+def tiny_factory():
+    """A user model factory, as --model test_bench:tiny_factory would name it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    return model, (torch.randn(1, 8),), [(torch.randn(5, 8),), (torch.randn(3, 8),)]
+
+
+def test_model_workload_takes_a_factory_import_path():
+    w = workloads.build_workload("model", {"factory": "test_bench:tiny_factory"})
+    assert w.description == "Sequential from test_bench:tiny_factory"
+    assert len(w.timing_inputs) == 8 and all(x[0].shape == (1, 8) for x in w.timing_inputs)  # calibration split per row
+    with pytest.raises(workloads.WorkloadError, match="package.module:function"):
+        workloads.build_workload("model", {"factory": "no_colon"})
+    with pytest.raises(workloads.WorkloadError, match="cannot import"):
+        workloads.build_workload("model", {"factory": "no_such_module_xyz:f"})
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(capsys):
+    assert main(["bench", "--workload", "nope"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tvm-dual bench: error: unknown workload 'nope'; known: linear, model"]
+    assert main(["bench", "--param", "k"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["bench", "--engines", "torch,nope", "--smoke"]) == 1
+    assert "unknown engine 'nope'" in capsys.readouterr().err
+    assert main(["bench", "--render", "does_not_exist.json"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--verbose", "bench", "--render", "does_not_exist.json"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_cli_help_and_list(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--smoke" in out and "--model MODULE:FUNCTION" in out
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "linear" in out and all(name in out for name in ENGINES)

@@ -1,0 +1,227 @@
+"""TVM engines: the default Relax pipeline (untuned), tvm_dual's dense GEMV, a MetaSchedule-tuned build
+from a tuning database, and tvm-dual at several insensitive ratios. All compile for this host."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Engine, EngineSkipped, LoadContext, PrepareContext, Runner, Variant, to_numpy_leaves
+
+
+def aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A C-contiguous copy at an aligned address, so DualModule takes it without a staging copy."""
+    raw = np.empty(array.nbytes + alignment, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    out = raw[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
+def _vm_outputs(result: Any) -> list[np.ndarray]:
+    import tvm
+
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result.numpy()]
+    return [leaf for item in result for leaf in _vm_outputs(item)]
+
+
+def _vm_runner(path: Path) -> Runner:
+    """A Relax VM executable exported as a shared library, called with TVM tensors."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    main = vm["main"]
+    return Runner(
+        call=lambda inputs: main(*inputs),
+        native=lambda inputs: tuple(tvm.runtime.tensor(a) for a in inputs),
+        outputs=_vm_outputs,
+    )
+
+
+def _dual_runner(path: Path, prepared: dict[str, Any]) -> Runner:
+    """A tvm_dual library, called as users call it (numpy in, numpy out), with its row counters."""
+    import tvm_dual
+
+    module = tvm_dual.load(path)
+    return Runner(
+        call=lambda inputs: module(*inputs),
+        native=lambda inputs: tuple(aligned_copy(a) for a in inputs),
+        outputs=to_numpy_leaves,
+        reset=module.reset_stats,
+        report=lambda: dual_report(module, prepared["footprint_bytes"]),
+    )
+
+
+def dual_report(module, footprint_bytes: int) -> dict[str, Any]:
+    """Observed insensitive ratio and bytes per call, from the kernels' own row counters.
+
+    Bytes per call: the model's footprint (parameters once, inputs, outputs) with each dual layer's
+    weight replaced by what its kernel read: the rows it computed times K x 4 plus the little module.
+    """
+    layers = module.stats()
+    if not layers or layers[0].calls == 0:
+        return {}
+    sites = {name: module.metadata["counter_layers"].count(name) for name in (s.name for s in layers)}
+    rows_read = sum(s.rows_read for s in layers)
+    rows_total = sum(s.calls * s.shape[0] for s in layers)
+    nbytes = footprint_bytes + sum(sites[s.name] * s.dual_bytes - s.dense_bytes for s in layers)
+    return {
+        "observed_ratio": 1.0 - rows_read / rows_total,
+        "bytes": float(nbytes),
+        "layers": [
+            {k: d[k] for k in ("name", "target_ratio", "calibration_ratio", "observed_ratio", "bytes_fraction")}
+            for d in layers.to_dicts()
+        ],
+    }
+
+
+def _compile_seconds(start: float) -> float:
+    return round(time.perf_counter() - start, 2)
+
+
+class TvmUntunedEngine(Engine):
+    """TVM's default Relax pipeline, no schedules: what a user gets from tvm.compile out of the box."""
+
+    name = "tvm-untuned"
+    label = "TVM dense, default pipeline (untuned)"
+    modules = ("tvm",)
+
+    def prepare(self, context: PrepareContext) -> list[Variant]:
+        import tvm
+
+        from ...frontend import import_model
+        from ...target import host_target
+
+        start = time.perf_counter()
+        imported = import_model(context.workload.model, context.workload.example_inputs)
+        executable = tvm.compile(imported.mod, target=host_target())
+        executable.export_library(str(context.artifact(self.name, "model.so")))
+        return [Variant(artifact="model.so", info={"compile_s": _compile_seconds(start)})]
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        return _vm_runner(context.artifact(self.name, variant.artifact))
+
+
+class TvmDenseEngine(Engine):
+    """tvm_dual.compile_dual at insensitive ratio 0: every layer exact, through our GEMV kernel."""
+
+    name = "tvm-dense"
+    label = "TVM dense, tvm_dual GEMV (ratio 0)"
+    modules = ("tvm",)
+
+    def prepare(self, context: PrepareContext) -> list[Variant]:
+        import tvm_dual
+
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tvm_dual.DualCompileWarning)
+            module = tvm_dual.compile_dual(context.workload.model, context.workload.example_inputs, insensitive_ratio=0.0)
+        module.export_library(context.artifact(self.name, "model.so"))
+        return [Variant(artifact="model.so", info={"compile_s": _compile_seconds(start)})]
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
+
+
+def ms_tuning_module(mod, target):
+    """An imported model as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database:
+    library dispatch, LegalizeOps, FoldConstant, FuseOps, FuseTIR. Its tasks (extract_tasks) are what
+    a database must hold records for; tune_relax needs this legalized form too (on the imported
+    module it finds no tasks)."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    with target:
+        passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+        return tvm.transform.Sequential(passes)(mod)
+
+
+class TvmMetaScheduleEngine(Engine):
+    """TVM's CPU pipeline without our GEMV template, with the schedules of a MetaSchedule database
+    (tvm_dual.transform.pipeline.compile_module: legalize, apply the database, dlight for the rest).
+
+    The database is --ms-database or tuning_logs/metaschedule/<cpu>/, where `tvm-dual tune --dense`
+    writes. The engine runs if it holds a record for at least one of the model's tasks (tuned and
+    total counts are reported) and is skipped with a note otherwise.
+    """
+
+    name = "tvm-ms"
+    label = "TVM dense, MetaSchedule-tuned"
+    modules = ("tvm",)
+
+    def prepare(self, context: PrepareContext) -> list[Variant]:
+        from tvm.s_tir import meta_schedule as ms
+
+        from ...frontend import import_model
+        from ...target import host_target
+        from ...transform.pipeline import compile_module
+        from ...tuning.dense_metaschedule import database_dir, has_database
+
+        target = host_target()
+        folder = Path(context.settings.ms_database) if context.settings.ms_database else database_dir(target)
+        if not has_database(folder):
+            raise EngineSkipped(f"no MetaSchedule tuning database at {folder} (tvm-dual tune --dense, or --ms-database)")
+        start = time.perf_counter()
+        database = ms.database.JSONDatabase(work_dir=str(folder), allow_missing=False)
+        imported = import_model(context.workload.model, context.workload.example_inputs)
+        tasks = ms.relax_integration.extract_tasks(ms_tuning_module(imported.mod, target), target)
+        tuned = [t.task_name for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None]
+        if not tuned:
+            raise EngineSkipped(
+                f"the database at {folder} has no successful tuning record for any of this workload's {len(tasks)} task(s)"
+            )
+        executable = compile_module(imported.mod, target, str(folder))
+        executable.export_library(str(context.artifact(self.name, "model.so")))
+        info = {"database": str(folder), "tuned_tasks": tuned, "tasks": len(tasks), "compile_s": _compile_seconds(start)}
+        return [Variant(artifact="model.so", info=info)]
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        return _vm_runner(context.artifact(self.name, variant.artifact))
+
+
+class TvmDualEngine(Engine):
+    """tvm_dual.compile_dual at each insensitive ratio of the run, calibrated on the workload's data."""
+
+    name = "tvm-dual"
+    label = "tvm-dual"
+    modules = ("tvm",)
+    approximate = True
+
+    def prepare(self, context: PrepareContext) -> list[Variant]:
+        import tvm_dual
+
+        workload = context.workload
+        variants = []
+        for ratio in context.settings.ratios:
+            start = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", tvm_dual.DualCompileWarning)
+                module = tvm_dual.compile_dual(
+                    workload.model, workload.example_inputs, calibration=workload.calibration, insensitive_ratio=ratio
+                )
+            layers = module.metadata["layers"]
+            if not layers:
+                reasons = "; ".join(f"{d['name']}: {d['reason']}" for d in module.metadata["dense_layers"])
+                raise EngineSkipped(f"no layer of this model can be compiled as a dual module ({reasons})")
+            name = f"r{ratio:.2f}"
+            module.export_library(context.artifact(self.name, f"{name}.so"))
+            info = {
+                "compile_s": _compile_seconds(start),
+                "layers": [
+                    {k: layer.get(k) for k in ("name", "n", "k", "rank", "bits", "projection", "fit_r2", "calibration_ratio",
+                                               "little_bytes", "kernel", "schedule_source")}
+                    for layer in layers
+                ],
+                "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, tvm_dual.DualCompileWarning)}),
+            }
+            variants.append(Variant(name=name, params={"insensitive_ratio": ratio}, artifact=f"{name}.so", info=info))
+        return variants
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
