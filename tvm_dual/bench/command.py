@@ -134,17 +134,18 @@ def run(args: argparse.Namespace, command: str) -> int:
         runs = DOCS_RUNS
     else:
         runs = [(workload, params, {})]
-    written = []
     for name, run_params, overrides in runs:
         settings = _settings(args, command, name, {**run_params, **params} if args.docs else run_params, overrides)
         out = args.out or Path("bench_out") / name  # logs (and artifacts) stay here, out of docs/
         results = run_benchmark(settings, out, keep_artifacts=args.keep_artifacts)
         if args.note:
             results["run"]["note"] = args.note
-        paths = write_outputs(results, DOCS_DIR if args.docs else out, stem=name if args.docs else "results")
-        written.append(paths["json"])
+        if args.docs:  # docs/BENCHMARKS.md is the report
+            paths = write_outputs(results, DOCS_DIR, stem=name, markdown=False)
+        else:
+            paths = write_outputs(results, out)
+            print(paths["markdown"].read_text())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
-        print(paths["markdown"].read_text())
     if args.docs:
         order = [DOCS_DIR / f"{name}.json" for name, _, _ in DOCS_RUNS]
         stored = [p for p in order if p.is_file()] + sorted(p for p in DOCS_DIR.glob("*.json") if p not in order)

@@ -394,16 +394,17 @@ def plot_quality(results: dict[str, Any], path: Path) -> bool:
 # ---- files -----------------------------------------------------------------------------------
 
 
-def write_outputs(results: dict[str, Any], out_dir: Path, stem: str = "results") -> dict[str, Path]:
-    """results JSON (with the derived summary), markdown report and plots; returns the paths."""
+def write_outputs(results: dict[str, Any], out_dir: Path, stem: str = "results", markdown: bool = True) -> dict[str, Path]:
+    """results JSON (with the derived summary), plots and (with `markdown`) a report; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{stem}.json"}
     paths["json"].write_text(json.dumps(dict(results, summary=summarize(results)), indent=1, sort_keys=False) + "\n")
     images = plot_files(results, out_dir, stem)
     paths.update(images)
-    paths["markdown"] = out_dir / f"{stem}.md"
-    paths["markdown"].write_text(render_run(results, {k: p.name for k, p in images.items()}, heading="#"))
+    if markdown:
+        paths["markdown"] = out_dir / f"{stem}.md"
+        paths["markdown"].write_text(render_run(results, {k: p.name for k, p in images.items()}, heading="#"))
     return paths
 
 
