@@ -385,7 +385,10 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             body(h, h, addend, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
                  B, H, KJ, KJ, R, NBT, NBT * NB)
 
-    return kernel
+    if debug:
+        return kernel
+    # Without debug the body never touches the last two buffers: drop them from the signature.
+    return tirx.PrimFunc(list(kernel.params[:-2]), kernel.body, kernel.ret_type, kernel.attrs)
 
 
 def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False) -> tirx.PrimFunc:
@@ -395,8 +398,7 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
              outputs out_h (B, NG*H), count (1,) int32, out_x (B, NG*H)
     hoisted: h (B, H), addend (B, NG*H), Wj, then the constants; outputs out_h, count.
     Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted).
-    With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout (with
-    no debug the kernel still takes two 1x1 placeholders, bound here).
+    With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout.
     """
     if config.little_block > 32:
         raise ValueError("the gate kernel keeps little_groups x little_block accumulators; use little_block <= 32")
@@ -407,7 +409,6 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
     HP = nbt * NB
     f32 = "float32"
     KJ = shape.projected
-    dbg = (B, NL * HP) if debug else (1, 1)
     consts = [((NL * HP,), f32), ((R, KJ), "int8"), ((R,), f32), ((nbt, R, NL * NB), "int8"),
               ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32)]
     # lo/hi are per gate (NG * HP) but share the NL * HP layout (the GRU's n_h slot is unused)
@@ -417,7 +418,8 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
         shapes = [((B, I), f32), ((B, H), f32), *weights, *consts, ((B, NG * H), f32), ((1,), "int32"), ((B, NG * H), f32)]
     else:
         shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, KJ), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
-    shapes += [(dbg, f32), (dbg, "int8")]
+    if debug:
+        shapes += [((B, NL * HP), f32), ((B, NL * HP), "int8")]
     func = specialize(dual_gates_template(shape.cell, shape.fused, config, debug), shapes, shape.name + ("_debug" if debug else ""))
     return func
 
