@@ -3,6 +3,7 @@
 from .api import DualCompileWarning, compile_dual
 from .kernels.dual_dense import DualKernelConfig
 from .little import LittleConfig
+from .recurrent import RecurrentConfig
 from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
 from .target import TargetError, resolve_target
 
@@ -16,6 +17,7 @@ __all__ = [
     "LayerStats",
     "LibraryError",
     "LittleConfig",
+    "RecurrentConfig",
     "TargetError",
     "compile_dual",
     "load",

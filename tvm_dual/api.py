@@ -16,6 +16,8 @@ from .frontend import import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
 from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
+from .recurrent import RecurrentConfig, find_recurrent_sites, split_recurrent_ratios
+from .recurrent_calibrate import plan_recurrent
 from .runtime import METADATA_FORMAT, DualModule, attach_metadata
 from .sites import (
     DUAL_ACTIVATIONS,
@@ -30,6 +32,7 @@ from .sites import (
 from .target import TargetLike, missing_host_features, resolve_target, target_config, target_to_string
 from .transform.expose_dual_counters import COUNTER_LAYERS_ATTR
 from .transform.pipeline import compile_module, rewrite_passes
+from .transform.recurrent_gate_rewrite import RecurrentGateRewrite
 
 class DualCompileWarning(UserWarning):
     """Something in the model was compiled differently from what was asked."""
@@ -88,6 +91,7 @@ def _plan_layers(
     calibration,
     little: LittleConfig,
     target: tvm.target.Target,
+    validation=None,
 ) -> DualPlan:
     plan = DualPlan()
     dual_sites = [s for s in sites if ratios.get(s.key, 0.0) > 0]
@@ -122,10 +126,13 @@ def _plan_layers(
         )
     # Thresholds: first on the exact model's layer inputs, then again on the inputs each layer gets
     # when the layers before it are dual (one refinement pass fixes the first two layers of a chain
-    # exactly and moves the rest most of the way).
+    # exactly and moves the rest most of the way). With validation data, on that data.
     for refine in range(2 if len(dual_sites) > 1 else 1):
-        if refine:
-            captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported, plan=plan)
+        if refine or validation is not None:
+            threshold_data = calibration if validation is None else validation
+            captured = capture_layer_inputs(
+                model, threshold_data, [s.key for s in dual_sites], imported=imported, plan=plan if refine else None
+            )
         for site in dual_sites:
             layer = plan.get(site.key)
             lo, hi, observed = thresholds_for_ratio(layer.little.predict(captured[site.key]), site.act, layer.target_ratio)
@@ -157,6 +164,8 @@ def compile_dual(
     insensitive_ratio: float | Mapping[str, float] = 0.5,
     little: LittleConfig | None = None,
     schedules: str | None = "default",
+    validation: Iterable | None = None,
+    recurrent: RecurrentConfig | None = None,
 ) -> DualModule:
     """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers.
 
@@ -165,7 +174,9 @@ def compile_dual(
     it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
     fraction of outputs taken from the little module, for all layers or per layer name; 0 compiles
     a layer exactly, with no little-module overhead. target: "llvm -mcpu=...", a dict, a
-    tvm.target.Target, or None for this machine.
+    tvm.target.Target, or None for this machine. validation: input tuples on which thresholds are
+    chosen (default: the calibration data). LSTM/GRU layers (nn.LSTM, nn.GRU, LSTMCell, GRUCell)
+    are dual per gate, named like "rnn.l0" or "cell"; recurrent: how (tvm_dual.RecurrentConfig).
     """
     tvm_target = resolve_target(target)
     little = little or LittleConfig()
@@ -176,16 +187,25 @@ def compile_dual(
     order = {digest: i for i, digest in enumerate(imported.layer_names)}  # the model's parameter order
     sites = sorted(find_linear_sites(imported.mod["main"]), key=lambda s: order.get(s.digest, len(order)))
     names = _layer_names(sites, imported.layer_names)
+    rec_sites, vanilla = find_recurrent_sites(imported.mod["main"], imported.layer_names)
+    insensitive_ratio, rec_ratios, rec_messages = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
     ratios = _ratios(insensitive_ratio, sites, names)
+    for message in rec_messages:
+        warnings.warn(message, DualCompileWarning, stacklevel=2)
     for site in sites:
         if not site.dual_ok:
             warnings.warn(
                 f"layer {names[site.key]!r} stays dense (exact): {site.reason}", DualCompileWarning, stacklevel=2
             )
     calibration_batches = list(calibration) if calibration is not None else [inputs]
-    plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target)
+    validation_batches = list(validation) if validation is not None else None
+    plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target, validation_batches)
+    rec_plan = plan_recurrent(
+        model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
+        recurrent or RecurrentConfig(), tvm_target,
+    )
 
-    mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True))(imported.mod)
+    mod = tvm.transform.Sequential([RecurrentGateRewrite(rec_plan), *rewrite_passes(plan, report_counters=True)])(imported.mod)
     main_attrs = mod["main"].attrs
     counter_layers = [str(n) for n in main_attrs[COUNTER_LAYERS_ATTR]] if COUNTER_LAYERS_ATTR in main_attrs else []
     metadata = {
@@ -194,8 +214,10 @@ def compile_dual(
         "inputs": [spec.to_dict() for spec in imported.inputs],
         "out_spec": imported.out_spec,
         "counter_layers": counter_layers,
-        "layers": [_layer_metadata(layer) for layer in plan.layers.values()],
-        "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers],
+        "layers": [_layer_metadata(layer) for layer in plan.layers.values()]
+        + [layer.metadata() for layer in rec_plan.layers.values()],
+        "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers]
+        + [{"name": s.name, "reason": s.reason or "ratio 0"} for s in rec_sites if s.key not in rec_plan.layers],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):
