@@ -217,7 +217,8 @@ def compile_dual(
         "layers": [_layer_metadata(layer) for layer in plan.layers.values()]
         + [layer.metadata() for layer in rec_plan.layers.values()],
         "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers]
-        + [{"name": s.name, "reason": s.reason or "ratio 0"} for s in rec_sites if s.key not in rec_plan.layers],
+        + [{"name": s.name, "reason": s.reason or "ratio 0"} for s in rec_sites if s.key not in rec_plan.layers]
+        + [{"name": name, "reason": "vanilla RNN cell"} for name in vanilla],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -143,30 +144,109 @@ class WordLM(nn.Module):
 
 
 class StepLM(nn.Module):
-    """One token at batch 1 with the recurrent state in and out: the model compiled for streaming.
+    """Tokens at batch 1 with the recurrent state in and out: the model compiled for streaming.
 
-    LSTM: (token (1, 1) int64, h (1, 1, H), c (1, 1, H)) -> (logits (1, V), h, c)
-    GRU:  (token (1, 1) int64, h (1, 1, H)) -> (logits (1, V), h)
+    LSTM: (tokens (T, 1) int64, h (1, 1, H), c (1, 1, H)) -> (logits of the last token (1, V), h, c)
+    GRU:  (tokens (T, 1) int64, h (1, 1, H)) -> (logits (1, V), h)
+    Compiled with T = 1 it is the per-token step; T > 1 serves calibration (all T steps probed).
     """
 
     def __init__(self, lm: WordLM) -> None:
         super().__init__()
         self.lm = lm.eval()
 
-    def forward(self, token: torch.Tensor, *state: torch.Tensor):
-        x = self.lm.embed(token)
-        rnn_state = (state[0], state[1]) if self.lm.config.cell == "lstm" else state[0]
-        out, new_state = self.lm.rnn(x, rnn_state)
-        logits = self.lm.decoder(out[0])
-        if self.lm.config.cell == "lstm":
-            return logits, new_state[0], new_state[1]
-        return logits, new_state
+    def forward(self, tokens: torch.Tensor, *state: torch.Tensor):
+        out, new_state = self.lm.rnn(self.lm.embed(tokens), _rnn_state(self.lm.config, state))
+        # out[-1] would become take(out, -1, mode="fast"), which TVM 0.27 reads out of bounds
+        logits = self.lm.decoder(out[tokens.shape[0] - 1])
+        return (logits, *new_state) if self.lm.config.cell == "lstm" else (logits, new_state)
 
 
-def step_inputs(config: LMConfig, token: int = 0) -> tuple[torch.Tensor, ...]:
-    """Example inputs of StepLM: a token and a zero state."""
+class LayerStep(nn.Module):
+    """The recurrent layer alone, one step: (x (T, 1, H), *state) -> (output, *state); the unit
+    of the per-layer timings."""
+
+    def __init__(self, lm: WordLM) -> None:
+        super().__init__()
+        self.rnn = lm.rnn
+        self.config = lm.config
+        self.eval()
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor):
+        out, new_state = self.rnn(x, _rnn_state(self.config, state))
+        return (out, *new_state) if self.config.cell == "lstm" else (out, new_state)
+
+
+def _rnn_state(config: LMConfig, state: tuple[torch.Tensor, ...]):
+    return (state[0], state[1]) if config.cell == "lstm" else state[0]
+
+
+@torch.no_grad()
+def stream_inputs(lm: WordLM, ids: np.ndarray, chunk: int = 35, layer: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    """StepLM (or LayerStep) inputs that cover a token stream in chunks of `chunk` tokens, each
+    with the exact model's state at the chunk's start (zero at the stream's start): calibration
+    data over whole sequences."""
+    lm.eval()
+    state = lm.init_state(1)
+    out = []
+    for i in range(0, len(ids) - chunk + 1, chunk):
+        tokens = torch.from_numpy(np.ascontiguousarray(ids[i : i + chunk])).reshape(chunk, 1)
+        flat = state if isinstance(state, tuple) else (state,)
+        out.append(((lm.embed(tokens) if layer else tokens), *(s.clone() for s in flat)))
+        _, state = lm.rnn(lm.embed(tokens), state)
+    return out
+
+
+def stepwise_perplexity(step: Callable, config: LMConfig, ids: np.ndarray, progress: bool = False) -> float:
+    """Perplexity of a step function (StepLM's calling convention, numpy in and out) fed one token
+    at a time at batch 1, from a zero state, predicting ids[1:] from ids[:-1]."""
+    from tqdm.auto import tqdm
+
+    state = [np.zeros((1, 1, config.hidden), np.float32) for _ in range(2 if config.cell == "lstm" else 1)]
+    token = np.zeros((1, 1), np.int64)
+    nll = 0.0
+    for t in tqdm(range(len(ids) - 1), disable=not progress, desc="tokens", mininterval=10):
+        token[0, 0] = ids[t]
+        logits, *state = step(token, *state)
+        row = np.asarray(logits[0], dtype=np.float64)
+        top = row.max()
+        nll += top + math.log(np.exp(row - top).sum()) - row[ids[t + 1]]
+    return math.exp(nll / (len(ids) - 1))
+
+
+def step_inputs(config: LMConfig, layer: bool = False) -> tuple[torch.Tensor, ...]:
+    """Example inputs of the one-token StepLM (or LayerStep): a token (an embedding) and a zero state."""
     state = [torch.zeros(1, 1, config.hidden) for _ in range(2 if config.cell == "lstm" else 1)]
-    return (torch.tensor([[token]], dtype=torch.int64), *state)
+    first = torch.zeros(1, 1, config.hidden) if layer else torch.zeros(1, 1, dtype=torch.int64)
+    return (first, *state)
+
+
+class StepWorkload(NamedTuple):
+    """A compiled-step benchmark workload: what compile_dual needs (and validation for thresholds)."""
+
+    model: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: list[tuple[torch.Tensor, ...]]
+    validation: list[tuple[torch.Tensor, ...]]
+
+
+def step_workload(
+    checkpoint: str | os.PathLike, layer: bool = False, calibration_tokens: int = 20_000, validation_tokens: int = 5_000,
+    corpus: Corpus | None = None,
+) -> StepWorkload:
+    """The PTB step workload of a trained model ("lstm-750" or a .best.pt path): the one-token
+    StepLM (or, with `layer`, the recurrent layer alone), calibration over the first
+    `calibration_tokens` of the training text and validation over the start of the validation
+    text, as sequences of 35 tokens with the exact model's states."""
+    lm, _ = load_trained(checkpoint)
+    corpus = corpus or load_corpus()
+    model = LayerStep(lm) if layer else StepLM(lm)
+    return StepWorkload(
+        model=model,
+        example_inputs=step_inputs(lm.config, layer),
+        calibration=stream_inputs(lm, corpus.train[:calibration_tokens], layer=layer),
+        validation=stream_inputs(lm, corpus.valid[:validation_tokens], layer=layer),
+    )
 
 
 # ---- training ---------------------------------------------------------------------------------

@@ -54,36 +54,46 @@ def _signature(batch: Sequence[torch.Tensor]) -> tuple:
 
 
 def capture_step_inputs(
-    model: torch.nn.Module, batches: list, sites: list[RecurrentSite], imported: ImportedModel, max_rows: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """site key -> (x rows (S, I), h rows (S, H)), row j of both from the same step and sample."""
+    model: torch.nn.Module, datasets: list[list], sites: list[RecurrentSite], imported: ImportedModel, max_rows: list[int]
+) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """For each dataset (a list of input tuples): site key -> (x rows (S, I), h rows (S, H)), row
+    j of both from the same step and sample. Batches of a new shape (e.g. sequences for a one-step
+    model) import the model again at that shape; compiled probed models are shared by datasets."""
     keys = [s.key for s in sites]
-    sink: list[list[np.ndarray]] = [[] for _ in range(2 * len(keys))]
     vms: dict[tuple, relax.VirtualMachine] = {}
     own = tuple((tuple(s.shape), getattr(torch, s.dtype)) for s in imported.inputs)
-    _active.sink = sink
-    try:
-        for batch in tqdm([normalize_inputs(b) for b in batches], desc="calibrating recurrent layers", unit="batch", disable=None, leave=False):
-            sig = _signature(batch)
-            if sig not in vms:
-                source = imported if sig == own else import_model(model, batch)
-                mod = tvm.transform.Sequential([InsertRecurrentProbes(keys), DenseGemvRewrite()])(source.mod)
-                vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
-            vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
-    finally:
-        _active.sink = None
+    results = []
+    for batches, limit in zip(datasets, max_rows):
+        sink: list[list[np.ndarray]] = [[] for _ in range(2 * len(keys))]
+        _active.sink = sink
+        try:
+            for batch in tqdm([normalize_inputs(b) for b in batches], desc="calibrating recurrent layers", unit="batch",
+                              disable=None, leave=False):
+                sig = _signature(batch)
+                if sig not in vms:
+                    source = imported if sig == own else import_model(model, batch)
+                    mod = tvm.transform.Sequential([InsertRecurrentProbes(keys), DenseGemvRewrite()])(source.mod)
+                    vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
+                vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
+        finally:
+            _active.sink = None
+        results.append(_pair_rows(sink, sites, limit))
+    return results
+
+
+def _pair_rows(sink, sites: list[RecurrentSite], max_rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     captured = {}
     rng = np.random.default_rng(0)
-    for i, key in enumerate(keys):
+    for i, site in enumerate(sites):
         if not sink[2 * i] or not sink[2 * i + 1]:
-            raise RuntimeError(f"calibration never reached recurrent layer {sites[i].name!r}")
+            raise RuntimeError(f"calibration never reached recurrent layer {site.name!r}")
         x, h = np.concatenate(sink[2 * i]), np.concatenate(sink[2 * i + 1])
         if len(x) != len(h):
-            raise RuntimeError(f"recurrent layer {sites[i].name!r}: {len(x)} input rows but {len(h)} state rows captured")
+            raise RuntimeError(f"recurrent layer {site.name!r}: {len(x)} input rows but {len(h)} state rows captured")
         if len(x) > max_rows:
             keep = np.sort(rng.choice(len(x), max_rows, replace=False))
             x, h = x[keep], h[keep]
-        captured[key] = (x, h)
+        captured[site.key] = (x, h)
     return captured
 
 
@@ -150,8 +160,11 @@ def plan_recurrent(
     dual = [s for s in sites if s.dual_ok and ratios.get(s.key, 0.0) > 0]
     if not dual:
         return plan
-    fit_data = capture_step_inputs(model, calibration, dual, imported, MAX_FIT_ROWS)
-    thr_data = fit_data if validation is None else capture_step_inputs(model, validation, dual, imported, MAX_THRESHOLD_ROWS)
+    if validation is None:
+        (fit_data,) = capture_step_inputs(model, [calibration], dual, imported, [MAX_FIT_ROWS])
+        thr_data = fit_data
+    else:
+        fit_data, thr_data = capture_step_inputs(model, [calibration, validation], dual, imported, [MAX_FIT_ROWS, MAX_THRESHOLD_ROWS])
     kernel = config.kernel or default_gate_kernel_config(target)
     for site in dual:
         fused = config.fused_for(site)
