@@ -258,6 +258,7 @@ class TrainConfig:
     min_lr_fraction: float = 0.05
     clip: float = 0.25
     budget_s: float = 3600.0  # wall-clock training time; the learning rate anneals over it
+    max_steps: int | None = None  # or a number of optimizer steps (tests: a budget immune to machine load)
     max_epochs: int = 40
     seed: int = 0
     checkpoint_every_s: float = 300.0
@@ -289,8 +290,15 @@ def perplexity_torch(model: WordLM, ids: np.ndarray, batch: int = 10, bptt: int 
     return math.exp(total / count)
 
 
-def _lr_at(cfg: TrainConfig, elapsed_s: float) -> float:
-    frac = min(max(elapsed_s / cfg.budget_s, 0.0), 1.0)
+def _progress(cfg: TrainConfig, progress: dict) -> float:
+    frac = progress["elapsed_s"] / cfg.budget_s
+    if cfg.max_steps:
+        frac = max(frac, progress.get("steps", 0) / cfg.max_steps)
+    return frac
+
+
+def _lr_at(cfg: TrainConfig, frac: float) -> float:
+    frac = min(max(frac, 0.0), 1.0)
     floor = cfg.min_lr_fraction
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
@@ -302,10 +310,12 @@ def train_lm(
     checkpoint: Path | None = None,
     log: Callable[[str], None] = print,
     train_ids: np.ndarray | None = None,
+    valid_ids: np.ndarray | None = None,
 ) -> tuple[WordLM, dict]:
     """Train (or resume) until the time budget or max_epochs is spent; returns the best model by
     validation perplexity and its record. With `checkpoint`, state is saved there every
-    checkpoint_every_s and at each epoch end, and an existing checkpoint is resumed."""
+    checkpoint_every_s and at each epoch end, and an existing checkpoint is resumed. train_ids and
+    valid_ids replace the corpus' splits (tests train on a slice)."""
     torch.manual_seed(train_cfg.seed)
     model = WordLM(model_cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
@@ -334,14 +344,14 @@ def train_lm(
         os.replace(tmp, checkpoint)
 
     last_save = time.monotonic()
-    while state_dict["epoch"] < train_cfg.max_epochs and state_dict["elapsed_s"] < train_cfg.budget_s:
+    while state_dict["epoch"] < train_cfg.max_epochs and _progress(train_cfg, state_dict) < 1.0:
         model.train()
         hidden = model.init_state(train_cfg.batch)
         loss_sum, loss_count, t_epoch = 0.0, 0, time.monotonic()
         for i in range(state_dict["position"], len(train) - 1, train_cfg.bptt):
             t0 = time.monotonic()
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(train_cfg, state_dict["elapsed_s"])
+                group["lr"] = _lr_at(train_cfg, _progress(train_cfg, state_dict))
             x, y = train[i : i + train_cfg.bptt], train[i + 1 : i + 1 + train_cfg.bptt]
             x = x[: len(y)]
             hidden = _detach(hidden)
@@ -354,16 +364,17 @@ def train_lm(
             loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
             state_dict["position"] = i + train_cfg.bptt
             state_dict["elapsed_s"] += time.monotonic() - t0
+            state_dict["steps"] = state_dict.get("steps", 0) + 1
             if loss_count % 100 == 0:
                 log(f"epoch {state_dict['epoch'] + 1} {100 * i / len(train):5.1f}% train ppl {math.exp(loss_sum / loss_count):8.2f} "
                     f"lr {optimizer.param_groups[0]['lr']:.2e} elapsed {state_dict['elapsed_s']:.0f} s")
             if time.monotonic() - last_save > train_cfg.checkpoint_every_s:
                 save()
                 last_save = time.monotonic()
-            if state_dict["elapsed_s"] >= train_cfg.budget_s:
+            if _progress(train_cfg, state_dict) >= 1.0:
                 break
-        epoch_done = state_dict["elapsed_s"] < train_cfg.budget_s
-        valid_ppl = perplexity_torch(model, corpus.valid)
+        epoch_done = _progress(train_cfg, state_dict) < 1.0
+        valid_ppl = perplexity_torch(model, corpus.valid if valid_ids is None else valid_ids)
         record = {"epoch": state_dict["epoch"] + (1 if epoch_done else state_dict["position"] / len(train)),
                   "valid_ppl": valid_ppl, "elapsed_s": state_dict["elapsed_s"], "epoch_wall_s": time.monotonic() - t_epoch}
         state_dict["history"].append(record)
