@@ -414,3 +414,53 @@ def load_trained(name_or_path: str | os.PathLike) -> tuple[WordLM, dict]:
     model = WordLM(LMConfig(**saved["model_cfg"]))
     model.load_state_dict(saved["model"])
     return model.eval(), saved
+
+
+# ---- evaluation of compiled models ------------------------------------------------------------
+def evaluate_compiled(
+    name: str,
+    ratios: Iterable[float],
+    test_tokens: int | None = None,
+    calibration_tokens: int = 20_000,
+    validation_tokens: int = 5_000,
+    recurrent=None,
+    little=None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Test perplexity of the compiled StepLM at batch 1, one token at a time, per insensitive
+    ratio of the recurrent layer (the decoder and embedding stay dense), with its stats."""
+    import warnings
+
+    import tvm_dual
+
+    lm, saved = load_trained(name)
+    corpus = load_corpus()
+    test = corpus.test if test_tokens is None else corpus.test[: test_tokens + 1]
+    work = step_workload(name, calibration_tokens=calibration_tokens, validation_tokens=validation_tokens, corpus=corpus)
+    with torch.no_grad():
+        torch_full = perplexity_torch(lm, corpus.test)
+    report = {"model": name, "valid_ppl_training": saved.get("valid_ppl"), "torch_test_ppl_full": torch_full,
+              "test_tokens": len(test) - 1, "calibration_tokens": calibration_tokens,
+              "validation_tokens": validation_tokens, "rows": []}
+    log(f"{name}: PyTorch test perplexity (whole test set, teacher forcing) {torch_full:.2f}")
+    for ratio in ratios:
+        t0 = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mod = tvm_dual.compile_dual(
+                work.model, work.example_inputs, calibration=work.calibration if ratio else None,
+                validation=work.validation if ratio else None, insensitive_ratio=ratio, recurrent=recurrent, little=little,
+            )
+        compile_s = time.monotonic() - t0
+        ppl = stepwise_perplexity(mod, lm.config, test)
+        row = {"ratio": ratio, "ppl": ppl, "compile_s": compile_s, "eval_s": time.monotonic() - t0 - compile_s}
+        stats = mod.stats()
+        if len(stats):
+            (layer,) = stats
+            meta = mod.metadata["layers"][0]
+            row.update(observed_ratio=layer.observed_ratio, calibration_ratio=layer.calibration_ratio,
+                       gate_ratios=meta["gate_ratios"], rank=layer.rank, mode=meta["mode"], fit_r2=meta["fit_r2"],
+                       dense_bytes=layer.dense_bytes, dual_bytes=layer.dual_bytes)
+        report["rows"].append(row)
+        log(f"{name} ratio {ratio}: {row}")
+    return report
