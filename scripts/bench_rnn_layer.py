@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per engine per round")
+    parser.add_argument("--separate", action="store_true", help="one process per engine even at one thread")
     parser.add_argument("--folder", type=Path, default=None, help="where compiled variants go (default: the cache)")
     parser.add_argument("--skip-prepare", action="store_true", help="reuse the variants already in --folder")
     parser.add_argument("--out", default=None)
@@ -33,7 +34,7 @@ def main() -> None:
     folder = args.folder or ptb.cache_dir().parent / "bench" / args.model
     if not args.skip_prepare:
         rnn_bench.prepare(args.model, args.ratios, folder, steps=args.steps, modes=tuple(args.modes))
-    result = rnn_bench.measure(folder, args.steps, args.rounds, args.threads, args.seconds)
+    result = rnn_bench.measure(folder, args.steps, args.rounds, args.threads, args.seconds, interleave=not args.separate)
     fastest = result["fastest_dense"]
     print(f"\n{args.model}, {args.steps} step(s) per call, {args.threads} thread(s); fastest dense: {fastest}")
     print("| engine | ratio (observed) | median us/call | speedup vs fastest dense | W bytes read per step |")

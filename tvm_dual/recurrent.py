@@ -157,10 +157,14 @@ def _term(graph: BindingGraph, var) -> LinearTerm | None:
         return None
     source = sl.args[0]
     shape = static_shape(source)
+    step = begin[0]
+    flip = graph.call(graph.strip(source), "relax.flip")  # a reverse direction walks the steps backwards
+    if flip is not None and shape is not None and int(flip.attrs.axis) == 0:
+        source, step = flip.args[0], shape[0] - 1 - step
     hoisted = _linear_term(graph, graph.strip(source))
     if hoisted is None or shape is None or len(shape) != 3:
         return None
-    hoisted.hoisted_step = begin[0]
+    hoisted.hoisted_step = step
     hoisted.steps = shape[0]
     return hoisted
 

@@ -3,10 +3,12 @@ ONNX Runtime, measured side by side, each engine in its own process.
 
 prepare() compiles every variant once (dual layers calibrated on PTB training text, thresholds on
 validation text) and writes it to a folder: tvm_dual libraries, an ONNX file, the PyTorch weights and
-a sequence of real inputs (the layer's inputs along the test text). measure() then runs rounds in
-which every engine is timed in a fresh process (`python -m tvm_dual.rnn_bench worker ...`),
-cycling through the same real inputs; the result of an engine is the median over rounds of its
-median time per call. Speed is judged by ratios within one run.
+a sequence of real inputs (the layer's inputs along the test text). measure() then runs rounds of
+fresh processes (`python -m tvm_dual.rnn_bench worker ...`) that cycle through the same real
+inputs. At one thread one process per round times all engines interleaved in short blocks, so that
+they share the machine's load of the moment (this machine is shared and noisy); with more threads
+each engine gets its own process. The result of an engine is the median over rounds of its median
+time per call. Speed is judged by ratios within one run.
 """
 
 from __future__ import annotations
@@ -115,11 +117,9 @@ def _time_calls(call, inputs: list, seconds: float, warmup_s: float = 1.0, block
     return float(np.median(samples))
 
 
-def worker(folder: Path, engine: str, steps: int, threads: int, seconds: float) -> float:
-    """Time one engine in this (fresh) process; returns median seconds per layer call."""
-    manifest = json.loads((folder / f"manifest-T{steps}.json").read_text())
+def _engine(folder: Path, manifest: dict, engine: str, threads: int, inputs: list):
+    """(call, inputs in that engine's form) for one engine."""
     config = manifest["config"]
-    inputs = _load_inputs(folder, steps, config["hidden"], config["cell"])
     if engine == "torch":
         import torch
 
@@ -130,8 +130,12 @@ def worker(folder: Path, engine: str, steps: int, threads: int, seconds: float) 
         layer = ptb.LayerStep(ptb.WordLM(ptb.LMConfig(**config)))
         layer.load_state_dict(torch.load(folder / "layer.pt"))
         torch_inputs = [[torch.from_numpy(a) for a in item] for item in inputs]
-        with torch.no_grad():
-            return _time_calls(lambda item: layer(*item), torch_inputs, seconds)
+
+        def call(item):
+            with torch.no_grad():
+                return layer(*item)
+
+        return call, torch_inputs
     if engine == "onnxruntime":
         import onnxruntime as ort
 
@@ -141,31 +145,61 @@ def worker(folder: Path, engine: str, steps: int, threads: int, seconds: float) 
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session = ort.InferenceSession(str(folder / manifest["onnx"]), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        return _time_calls(lambda item: session.run(None, dict(zip(names, item))), inputs, seconds)
+        return (lambda item: session.run(None, dict(zip(names, item)))), inputs
     import tvm_dual
 
     mod = tvm_dual.load(folder / manifest["variants"][engine]["path"])
-    return _time_calls(lambda item: mod(*item), inputs, seconds)
+    return (lambda item: mod(*item)), inputs
 
 
-def measure(folder: Path, steps: int, rounds: int, threads: int, seconds: float, log=print) -> dict:
+def worker(folder: Path, engines: list[str], steps: int, threads: int, seconds: float, blocks: int) -> dict[str, float]:
+    """Time engines in this (fresh) process. One engine: warm-up, then `seconds` of blocks. Several
+    (1 thread only, where no thread pools can fight): `blocks` rounds in which every engine, in a
+    shuffled order, is warmed briefly and timed for one block, so that all engines see the same
+    machine load; returns median seconds per layer call of each engine."""
+    manifest = json.loads((folder / f"manifest-T{steps}.json").read_text())
+    config = manifest["config"]
+    inputs = _load_inputs(folder, steps, config["hidden"], config["cell"])
+    loaded = {e: _engine(folder, manifest, e, threads, inputs) for e in engines}
+    if len(engines) == 1:
+        call, data = loaded[engines[0]]
+        return {engines[0]: _time_calls(call, data, seconds)}
+    if threads != 1:
+        raise ValueError("interleaved timing of several engines in one process needs threads=1")
+    rng = np.random.default_rng(0)
+    samples: dict[str, list[float]] = {e: [] for e in engines}
+    for _ in range(blocks):
+        for e in rng.permutation(engines):
+            call, data = loaded[e]
+            samples[e].append(_time_calls(call, data, seconds / blocks, warmup_s=0.05, block=16))
+    return {e: float(np.median(v)) for e, v in samples.items()}
+
+
+def measure(folder: Path, steps: int, rounds: int, threads: int, seconds: float, interleave: bool = True,
+            blocks: int = 40, log=print) -> dict:
+    """Rounds of fresh worker processes: one per engine, or (interleave, 1 thread) one per round
+    timing all engines interleaved; median over rounds of each engine's median."""
     manifest = json.loads((folder / f"manifest-T{steps}.json").read_text())
     engines = ["torch"] + (["onnxruntime"] if "onnx" in manifest else []) + list(manifest["variants"])
     times: dict[str, list[float]] = {e: [] for e in engines}
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    groups = [engines] if interleave and threads == 1 else [[e] for e in engines]
     for r in range(rounds):
-        for engine in engines:
-            cmd = [sys.executable, "-m", "tvm_dual.rnn_bench", "worker", "--folder", str(folder), "--engine", engine,
-                   "--steps", str(steps), "--threads", str(threads), "--seconds", str(seconds)]
+        for group in groups:
+            cmd = [sys.executable, "-m", "tvm_dual.rnn_bench", "worker", "--folder", str(folder), "--engines", *group,
+                   "--steps", str(steps), "--threads", str(threads), "--seconds", str(seconds * len(group)),
+                   "--blocks", str(blocks)]
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:
-                raise RuntimeError(f"{engine} worker failed: {done.stderr[-2000:]}")
-            times[engine].append(float(done.stdout.strip().splitlines()[-1]))
-            log(f"round {r + 1}/{rounds} {engine}: {1e6 * times[engine][-1]:.1f} us")
+                raise RuntimeError(f"{group} worker failed: {done.stderr[-2000:]}")
+            for engine, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                times[engine].append(value)
+                log(f"round {r + 1}/{rounds} {engine}: {1e6 * value:.1f} us")
     medians = {e: float(np.median(t)) for e, t in times.items()}
     dense = {e: medians[e] for e in medians if not e.startswith("tvm-dual")}
     fastest = min(dense, key=dense.get)
-    return {"manifest": manifest, "threads": threads, "rounds": rounds, "seconds_per_run": seconds, "times": times,
+    return {"manifest": manifest, "threads": threads, "rounds": rounds, "seconds_per_engine": seconds,
+            "interleaved": len(groups) == 1, "times": times,
             "median_s": medians, "fastest_dense": fastest,
             "speedup_vs_fastest_dense": {e: dense[fastest] / medians[e] for e in medians}}
 
@@ -175,12 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker")
     w.add_argument("--folder", type=Path, required=True)
-    w.add_argument("--engine", required=True)
+    w.add_argument("--engines", nargs="+", required=True)
     w.add_argument("--steps", type=int, default=1)
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--seconds", type=float, default=3.0)
+    w.add_argument("--blocks", type=int, default=40)
     args = parser.parse_args(argv)
-    print(worker(args.folder, args.engine, args.steps, args.threads, args.seconds))
+    print(json.dumps(worker(args.folder, args.engines, args.steps, args.threads, args.seconds, args.blocks)))
 
 
 if __name__ == "__main__":
