@@ -15,6 +15,7 @@ _EXPORTS = {
     "compile_dual": ".api",
     "DualKernelConfig": ".kernels.dual_dense",
     "LittleConfig": ".little",
+    "RecurrentConfig": ".recurrent",
     "DualModule": ".runtime",
     "DualStats": ".runtime",
     "LayerStats": ".runtime",
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .api import DualCompileWarning, compile_dual
     from .kernels.dual_dense import DualKernelConfig
     from .little import LittleConfig
+    from .recurrent import RecurrentConfig
     from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
     from .target import TargetError, resolve_target
 

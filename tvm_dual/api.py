@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
 from .reference import little_values
+from .recurrent import RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
+from .recurrent_calibrate import plan_recurrent
 from .runtime import METADATA_FORMAT, DualModule, attach_metadata
 from .sites import (
     DUAL_ACTIVATIONS,
@@ -35,6 +37,7 @@ from .sites import (
 from .target import TargetLike, missing_host_features, resolve_target, target_config, target_to_string, vector_bits
 from .transform.expose_dual_counters import COUNTER_LAYERS_ATTR
 from .transform.pipeline import compile_module, rewrite_passes
+from .transform.recurrent_gate_rewrite import RecurrentGateRewrite
 
 class DualCompileWarning(UserWarning):
     """Something in the model was compiled differently from what was asked."""
@@ -96,6 +99,7 @@ def _plan_layers(
     little: LittleConfig,
     target: tvm.target.Target,
     schedules,
+    validation=None,
 ) -> DualPlan:
     plan = DualPlan(vector_bits=vector_bits(target))
     dual_sites = [s for s in sites if ratios.get(s.key, 0.0) > 0]
@@ -134,14 +138,17 @@ def _plan_layers(
         )
     # Thresholds: first on the exact model's layer inputs, then again on the inputs each layer gets
     # when the layers before it are dual (one refinement pass fixes the first two layers of a chain
-    # exactly and moves the rest most of the way).
+    # exactly and moves the rest most of the way). With validation data, on that data.
     for refine in range(2 if len(dual_sites) > 1 else 1):
-        if refine:
-            captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported, plan=plan)
+        if refine or validation is not None:
+            threshold_data = calibration if validation is None else validation
+            captured = capture_layer_inputs(
+                model, threshold_data, [s.key for s in dual_sites], imported=imported, plan=plan if refine else None
+            )
         for site in dual_sites:
             layer = plan.get(site.key)
             m = layer.little
-            rows = threshold_rows(captured[site.key])
+            rows = captured[site.key] if validation is not None else threshold_rows(captured[site.key])
             little = little_values(rows, m.P, m.Ps, m.WL, m.WLs, m.bL, layer.kernel.little_compute, plan.vector_bits)
             lo, hi, observed = thresholds_for_ratio(little, site.act, layer.target_ratio)
             layer.lo[:], layer.hi[:], layer.calibration_ratio = lo, hi, observed
@@ -179,7 +186,7 @@ def _weights_by_key(mod: tvm.IRModule, keys: set[str]) -> dict[str, tuple[np.nda
 
 @dataclass
 class PlannedModel:
-    """Everything compile_dual decided before building: the imported graph, the sites and the plan."""
+    """Everything compile_dual decided before building: the imported graph, the sites and the plans."""
 
     imported: ImportedModel
     sites: list[LinearSite]
@@ -187,6 +194,9 @@ class PlannedModel:
     plan: DualPlan
     target: tvm.target.Target
     dense_database: str | None = None  # MetaSchedule database applied to the dense parts
+    recurrent_sites: list[RecurrentSite] = field(default_factory=list)
+    recurrent_plan: RecurrentPlan = field(default_factory=RecurrentPlan)
+    vanilla_rnns: list[str] = field(default_factory=list)  # nn.RNN layers, which stay dense
 
 
 def _dense_database(schedules, target: tvm.target.Target) -> str | None:
@@ -205,6 +215,8 @@ def plan_dual(
     insensitive_ratio: float | Mapping[str, float] = 0.5,
     little: LittleConfig | None = None,
     schedules: str | os.PathLike | None = "default",
+    validation: Iterable | None = None,
+    recurrent: RecurrentConfig | None = None,
 ) -> PlannedModel:
     """Import, calibrate and fit little modules, without building (see compile_dual)."""
     tvm_target = resolve_target(target)
@@ -214,21 +226,35 @@ def plan_dual(
     order = {digest: i for i, digest in enumerate(imported.layer_names)}  # the model's parameter order
     sites = sorted(find_linear_sites(imported.mod["main"]), key=lambda s: order.get(s.digest, len(order)))
     names = _layer_names(sites, imported.layer_names)
+    rec_sites, vanilla = find_recurrent_sites(imported.mod["main"], imported.layer_names)
+    insensitive_ratio, rec_ratios, rec_messages = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
     ratios = _ratios(insensitive_ratio, sites, names)
+    for message in rec_messages:
+        warnings.warn(message, DualCompileWarning, stacklevel=3)
     unsupported = [f"{names[s.key]!r} ({s.reason})" for s in sites if not s.dual_ok]
     if unsupported:  # one warning for the model, listing every layer
         warnings.warn(
             f"{len(unsupported)} layer(s) stay dense (exact): {'; '.join(unsupported)}", DualCompileWarning, stacklevel=3
         )
     calibration_batches = list(calibration) if calibration is not None else [inputs]
-    plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules)
-    return PlannedModel(imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target))
+    validation_batches = list(validation) if validation is not None else None
+    plan = _plan_layers(
+        model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules, validation_batches
+    )
+    rec_plan = plan_recurrent(
+        model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
+        recurrent or RecurrentConfig(), tvm_target,
+    )
+    return PlannedModel(
+        imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target), rec_sites, rec_plan, vanilla
+    )
 
 
 def build_dual(planned: PlannedModel) -> DualModule:
     """Rewrite and compile a planned model."""
-    imported, plan, tvm_target = planned.imported, planned.plan, planned.target
-    mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True))(imported.mod)
+    imported, plan, rec_plan, tvm_target = planned.imported, planned.plan, planned.recurrent_plan, planned.target
+    passes = [RecurrentGateRewrite(rec_plan), *rewrite_passes(plan, report_counters=True)]
+    mod = tvm.transform.Sequential(passes)(imported.mod)
     main_attrs = mod["main"].attrs
     counter_layers = [str(n) for n in main_attrs[COUNTER_LAYERS_ATTR]] if COUNTER_LAYERS_ATTR in main_attrs else []
     metadata = {
@@ -238,10 +264,13 @@ def build_dual(planned: PlannedModel) -> DualModule:
         "out_spec": imported.out_spec,
         "counter_layers": counter_layers,
         "dense_schedules": planned.dense_database or "dlight rules (no MetaSchedule database)",
-        "layers": [_layer_metadata(layer) for layer in plan.layers.values()],
+        "layers": [_layer_metadata(layer) for layer in plan.layers.values()]
+        + [layer.metadata() for layer in rec_plan.layers.values()],
         "dense_layers": [
             {"name": planned.names[s.key], "reason": s.reason or "ratio 0"} for s in planned.sites if s.key not in plan.layers
-        ],
+        ]
+        + [{"name": s.name, "reason": s.reason or "ratio 0"} for s in planned.recurrent_sites if s.key not in rec_plan.layers]
+        + [{"name": name, "reason": "vanilla RNN cell"} for name in planned.vanilla_rnns],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):
@@ -263,8 +292,11 @@ def compile_dual(
     insensitive_ratio: float | Mapping[str, float] = 0.5,
     little: LittleConfig | None = None,
     schedules: str | os.PathLike | None = "default",
+    validation: Iterable | None = None,
+    recurrent: RecurrentConfig | None = None,
 ) -> DualModule:
-    """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers.
+    """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers and
+    the gates of its LSTM/GRU layers.
 
     example_inputs fix the input shapes (batch 1 to 8 for dual layers). calibration is an iterable
     of input tuples (or tensors) run through the exact model to fit little modules and thresholds;
@@ -273,9 +305,15 @@ def compile_dual(
     a layer exactly, with no little-module overhead. target: "llvm -mcpu=...", a dict, a
     tvm.target.Target, or None for this machine. schedules: "default" applies the shipped tuned
     kernel knobs (schedules/<cpu>.json) where a layer's shape was tuned, a path uses that file or
-    directory, None uses untuned defaults; each layer's metadata says which it got.
+    directory, None uses untuned defaults; each layer's metadata says which it got. validation:
+    input tuples on which thresholds are chosen (default: held-out calibration rows). LSTM/GRU
+    layers (nn.LSTM, nn.GRU, LSTMCell, GRUCell) are dual per gate, named like "rnn.l0" or "cell";
+    recurrent: how (tvm_dual.RecurrentConfig).
     """
-    return build_dual(plan_dual(model, example_inputs, target, calibration, insensitive_ratio, little, schedules))
+    planned = plan_dual(
+        model, example_inputs, target, calibration, insensitive_ratio, little, schedules, validation, recurrent
+    )
+    return build_dual(planned)
 
 
 def _layer_metadata(layer: DualLayerPlan) -> dict:

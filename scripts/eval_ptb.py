@@ -1,0 +1,38 @@
+"""Test-set perplexity of a trained PTB model compiled with tvm_dual, at batch 1, token by token.
+
+    .venv/bin/python scripts/eval_ptb.py --model lstm-750 --ratios 0 0.1 0.3 0.5 0.7 0.9 --out docs/ptb_lstm-750.json
+
+Little modules are fitted on the first --calibration-tokens of the training text and thresholds
+chosen on the first --validation-tokens of the validation text; --test-tokens limits the test text
+(default: all of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from tvm_dual import ptb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lstm-750", help="trained model name (see scripts/train_ptb.py) or .best.pt path")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--test-tokens", type=int, default=None)
+    parser.add_argument("--calibration-tokens", type=int, default=20_000)
+    parser.add_argument("--validation-tokens", type=int, default=5_000)
+    parser.add_argument("--out", default=None, help="write the report as JSON here")
+    args = parser.parse_args()
+    torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(1)
+    report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The recurrent gate kernel against the numpy reference, on random shapes, thresholds and inputs."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gate_harness import check_gates, random_layer, run_gates
+from tvm_dual.kernels.dual_dense import DualKernelConfig
+from tvm_dual.kernels.dual_gates import GateShape
+
+CONFIGS = [
+    DualKernelConfig(rows_per_group=4, lanes=16, little_block=16),
+    DualKernelConfig(rows_per_group=2, lanes=8, little_block=32, tasks=3, parallel_projection_min=0, prefetch=True),
+]
+
+
+def _inputs(rng, shape, specials):
+    B, H, I = shape.batch, shape.hidden, shape.input_size
+    h = rng.standard_normal((B, H)).astype(np.float32)
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    addend = (2 * rng.standard_normal((B, shape.gates * H))).astype(np.float32)
+    if specials:
+        h[rng.random((B, H)) < 0.03] = np.nan
+    return h, x, addend
+
+
+@settings(max_examples=14)
+@given(
+    cell=st.sampled_from(["lstm", "gru"]),
+    fused=st.booleans(),
+    batch=st.integers(1, 4),
+    hidden=st.integers(1, 80),
+    input_size=st.integers(1, 70),
+    rank=st.integers(1, 20),
+    config=st.sampled_from(CONFIGS),
+    seed=st.integers(0, 2**31 - 1),
+    threshold_scale=st.sampled_from([0.0, 0.5, 2.0, np.inf]),
+    specials=st.booleans(),
+)
+def test_gate_kernel_matches_reference(cell, fused, batch, hidden, input_size, rank, config, seed, threshold_scale, specials):
+    rng = np.random.default_rng(seed)
+    shape = GateShape(cell=cell, batch=batch, hidden=hidden, input_size=input_size, rank=rank, fused=fused)
+    weights, little = random_layer(rng, shape)
+    h, x, addend = _inputs(rng, shape, specials)
+    scale = threshold_scale if np.isfinite(threshold_scale) else 1e30
+    t = np.abs(rng.normal(0, scale, shape.gates * hidden)).astype(np.float32)
+    check_gates(shape, config, weights, little, h, x, addend, -t, t)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gru_skipped_n_unit_reads_neither_half(fused):
+    """An insensitive n unit costs no row at all; a sensitive one is one row (W_in and W_hn)."""
+    rng = np.random.default_rng(3)
+    shape = GateShape(cell="gru", batch=1, hidden=40, input_size=24, rank=6, fused=fused)
+    weights, little = random_layer(rng, shape)
+    h, x, addend = _inputs(rng, shape, False)
+    big = np.full(3 * 40, 1e30, np.float32)
+    lo, hi = -big, big
+    lo[:80], hi[:80] = 0, 0  # r and z: nothing finite is sensitive
+    _, _, count_all_n, _, mask = run_gates(shape, CONFIGS[0], weights, little, h, x, addend, lo, hi)
+    assert count_all_n == 40 and mask[:, 80:].all() and not mask[:, :80].any()
+    lo[80:], hi[80:] = 0, 0
+    _, _, count_none, _, _ = run_gates(shape, CONFIGS[0], weights, little, h, x, addend, lo, hi)
+    assert count_none == 0

@@ -1,0 +1,203 @@
+"""LSTM/GRU: exactness at ratio 0, the gate rewrite's graph surgery, step functions, bad inputs."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.utils._pytree as pytree
+import tvm
+from torch import nn
+from tvm import relax
+
+import tvm_dual
+from tvm_dual.frontend import import_model
+from tvm_dual.kernels.dual_dense import DualKernelConfig
+from tvm_dual.little import LittleConfig, fit_little_module
+from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, find_recurrent_sites
+from tvm_dual.recurrent_calibrate import site_weights
+from tvm_dual.target import host_target
+from tvm_dual.transform.pipeline import compile_module, rewrite_passes
+from tvm_dual.transform.recurrent_gate_rewrite import RecurrentGateRewrite
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell, layers, hidden, batch_first, with_state, input_size=11):
+        super().__init__()
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(input_size, hidden, num_layers=layers, batch_first=batch_first)
+        self.with_state = with_state
+
+    def forward(self, x, *state):
+        if not self.with_state:
+            return self.rnn(x)
+        return self.rnn(x, (state[0], state[1]) if isinstance(self.rnn, nn.LSTM) else state[0])
+
+
+def _inputs(cell, layers, hidden, batch_first, with_state, batch, steps, input_size=11):
+    x = torch.randn(batch, steps, input_size) if batch_first else torch.randn(steps, batch, input_size)
+    if not with_state:
+        return (x,)
+    state = [torch.randn(layers, batch, hidden) for _ in range(2 if cell == "lstm" else 1)]
+    return (x, *state)
+
+
+def _max_error(got, expected) -> float:
+    got_leaves, expected_leaves = pytree.tree_leaves(got), pytree.tree_leaves(expected)
+    assert len(got_leaves) == len(expected_leaves)
+    for g, e in zip(got_leaves, expected_leaves):
+        assert isinstance(g, torch.Tensor) and g.shape == e.shape
+    return max(float((g - e).abs().max()) for g, e in zip(got_leaves, expected_leaves))
+
+
+# every factor level appears at least once: cell, layers 1/2, hidden 37/129, batch_first, state
+CASES = [
+    ("lstm", 1, 37, True, False, 1, 3),
+    ("lstm", 2, 129, False, True, 3, 2),
+    ("gru", 1, 129, False, True, 2, 3),
+    ("gru", 2, 37, True, False, 1, 2),
+]
+
+
+@pytest.fixture(scope="module")
+def compiled_cases():
+    out = {}
+    for case in CASES:
+        torch.manual_seed(1)
+        model = Recurrent(*case[:5]).eval()
+        inputs = _inputs(*case)
+        out[case] = (model, inputs, tvm_dual.compile_dual(model, inputs, insensitive_ratio=0.0))
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-l{c[1]}-h{c[2]}-bf{int(c[3])}-state{int(c[4])}")
+def test_ratio_zero_matches_pytorch(compiled_cases, case):
+    model, inputs, mod = compiled_cases[case]
+    for seed in range(2):
+        torch.manual_seed(seed)
+        fresh = _inputs(*case)
+        with torch.no_grad():
+            expected = model(*fresh)
+        got = mod(*fresh)
+        assert type(got) is type(expected)  # (output, (h, c)) / (output, h), as PyTorch
+        assert _max_error(got, expected) <= 1e-5
+
+
+def test_bad_state_shape_and_sequence_length_are_rejected(compiled_cases):
+    case = CASES[1]  # LSTM, 2 layers, hidden 129, time-major, state given, batch 3, 2 steps
+    _, (x, h, c), mod = compiled_cases[case]
+    with pytest.raises(ValueError, match=r"input 1 .*expected shape \(2, 3, 129\).*got shape \(1, 3, 129\)"):
+        mod(x, h[:1], c)
+    with pytest.raises(ValueError, match=r"input 0 .*expected shape \(2, 3, 11\).*got shape \(5, 3, 11\)"):
+        mod(torch.randn(5, 3, 11), h, c)
+
+
+def _all_exact_plan(model, inputs, mode):
+    """A plan whose thresholds make every gate row sensitive: the kernel computes every row
+    exactly, so the rewritten model must equal PyTorch (the graph surgery, without approximation)."""
+    imported = import_model(model, inputs)
+    sites, _ = find_recurrent_sites(imported.mod["main"], imported.layer_names)
+    plan = RecurrentPlan()
+    config = RecurrentConfig(mode=mode)
+    for site in sites:
+        fused = config.fused_for(site)
+        W, b = site_weights(site).little_target(fused)
+        little = fit_little_module(W, b, np.random.default_rng(0).standard_normal((200, W.shape[1])), LittleConfig(rank=3))
+        n = site.weights[1].shape[0]
+        plan.layers[site.key] = RecurrentLayerPlan(
+            name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
+            batch=site.batch, little=little, lo=np.full(n, -np.inf, np.float32), hi=np.full(n, np.inf, np.float32),
+            target_ratio=0.0, calibration_ratio=0.0, gate_ratios={}, kernel=DualKernelConfig(little_block=16),
+        )
+    return imported, sites, plan
+
+
+@pytest.mark.parametrize("cell,mode", [("lstm", "fused"), ("gru", "hoisted")])
+def test_gate_rewrite_with_every_row_exact_matches_pytorch(cell, mode):
+    torch.manual_seed(2)
+    case = (cell, 2, 37, mode == "fused", True, 2, 3)
+    model = Recurrent(*case[:5]).eval()
+    inputs = _inputs(*case)
+    imported, sites, plan = _all_exact_plan(model, inputs, mode)
+    assert len(sites) == 2 and all(len(s.steps) == 3 for s in sites)
+    mod = tvm.transform.Sequential([RecurrentGateRewrite(plan), *rewrite_passes(None, report_counters=True)])(imported.mod)
+    assert "R.matmul" not in mod["main"].script(show_meta=False) or mode == "hoisted"
+    vm = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
+    result, counters = vm["main"](*[tvm.runtime.tensor(t.numpy()) for t in inputs])
+    with torch.no_grad():
+        expected = pytree.tree_leaves(model(*inputs))
+    got = [result[0], result[1], result[2]] if cell == "lstm" else [result[0], result[1]]
+    assert max(float(np.abs(g.numpy() - e.numpy()).max()) for g, e in zip(got, expected)) <= 1e-5
+    gates = 4 if cell == "lstm" else 3
+    assert counters.numpy().tolist() == [gates * 37] * 6  # 2 layers x 3 steps, every row read
+
+
+class CellStep(nn.Module):
+    """One step of a cell: what a Python loop over time calls."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = (nn.LSTMCell if cell == "lstm" else nn.GRUCell)(13, 37)
+
+    def forward(self, x, *state):
+        return self.cell(x, state if isinstance(self.cell, nn.LSTMCell) else state[0])
+
+
+def _loop(step, x_seq, state):
+    outs = []
+    for x in x_seq:
+        result = step(x, *state)
+        state = result if isinstance(result, tuple) else (result,)
+        outs.append(state[0])
+    return torch.stack(outs)
+
+
+@torch.no_grad()
+def test_cells_driven_by_a_python_loop():
+    torch.manual_seed(3)
+    x_seq = torch.randn(6, 1, 13)
+    # LSTMCell at ratio 0: the step compiled once, looped, equals PyTorch's loop
+    lstm = CellStep("lstm").eval()
+    state = (torch.zeros(1, 37), torch.zeros(1, 37))
+    mod = tvm_dual.compile_dual(lstm, (x_seq[0], *state), insensitive_ratio=0.0)
+    assert float((_loop(mod, x_seq, state) - _loop(lstm, x_seq, state)).abs().max()) <= 1e-5
+    # GRUCell at ratio 0.3, calibrated on the states of whole sequences run through PyTorch
+    gru = CellStep("gru").eval()
+    calibration = []
+    for _ in range(40):
+        h = torch.zeros(1, 37)
+        for x in torch.randn(10, 1, 13):
+            calibration.append((x, h))
+            h = gru(x, h)
+    dual = tvm_dual.compile_dual(gru, (x_seq[0], torch.zeros(1, 37)), calibration=calibration, insensitive_ratio=0.3,
+                                 little=LittleConfig(rank=16))
+    (layer,) = dual.metadata["layers"]
+    assert layer["name"] == "cell" and layer["act"] == "gru" and layer["mode"] == "fused"
+    got, expected = _loop(dual, x_seq, (torch.zeros(1, 37),)), _loop(gru, x_seq, (torch.zeros(1, 37),))
+    assert float((got - expected).abs().mean()) < 0.03
+    (stats,) = dual.stats()
+    assert stats.calls == 6 and 0.1 < stats.observed_ratio < 0.5 and stats.rows_read < 6 * 111
+
+
+class MixedRecurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(11, 24)
+        self.rnn = nn.RNN(24, 16)
+
+    def forward(self, x):
+        return self.rnn(self.lstm(x)[0])[0]
+
+
+@torch.no_grad()
+def test_unsupported_recurrent_layer_stays_dense_with_a_warning():
+    torch.manual_seed(4)
+    model = MixedRecurrent().eval()
+    x = torch.randn(4, 1, 11)
+    calibration = [(torch.randn(4, 1, 11),) for _ in range(30)]
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"'rnn.l0' stays dense \(exact\): a vanilla RNN"):
+        mod = tvm_dual.compile_dual(model, (x,), calibration=calibration, insensitive_ratio=0.3)
+    assert [layer["name"] for layer in mod.metadata["layers"]] == ["lstm.l0"]
+    assert "rnn.l0" in [layer["name"] for layer in mod.metadata["dense_layers"]]
+    assert float((mod(x) - model(x)).abs().max()) < 0.3
+    with pytest.raises(ValueError, match="'rnn.l0' cannot be compiled as a dual module"):
+        tvm_dual.compile_dual(model, (x,), insensitive_ratio={"rnn.l0": 0.5})

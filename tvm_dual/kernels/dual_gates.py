@@ -1,0 +1,463 @@
+"""The dual-module kernel for the gates of one LSTM or GRU step at small batch.
+
+A recurrent step computes its gate pre-activations from two linear terms, one on the layer input x
+and one on the hidden state h. This kernel replaces both (or only the h term, see "modes") and
+returns them so that the step's own elementwise graph (split, sigmoid/tanh, cell update) stays as
+PyTorch exported it:
+
+    out_h + out_x = the gate pre-activations, gate by gate, except the GRU candidate gate n, whose
+    graph is tanh(x_n + r * h_n): there out_x holds x_n and out_h holds h_n.
+
+Work is split in blocks of NB hidden units; a block owns every gate row of its units, so the GRU's
+n gate can use its own units' final r without a second parallel region. Per block:
+  1. little values of all gate rows of the block (int8 weights, one shared projection z = P u),
+  2. per gate g, sensitive rows: lo[g] <= v <= hi[g] (or v not finite), where v is the little
+     value (+ the exact x term in hoisted mode); a row is read if any sample needs it,
+  3. exact rows, gathered, as in dual_dense,
+  4. GRU only: r = sigmoid(final r pre-activation); the n decision is on x_n + r * h_n with little
+     values (x_n exact in hoisted mode); a sensitive n unit reads its W_in row and its W_hn row,
+     so skipping n saves both.
+
+Modes (a static knob):
+  fused    inputs x (B, I) and h (B, H): both W_ih and W_hh rows are skipped, the little module sees
+           u = [x; h]. For the LSTM and the GRU r, z gates a row is [W_ih | W_hh] (one dot over I + H);
+           for n the two halves stay separate (W_in over x, W_hn over h). out_x is 0 except x_n.
+  hoisted  input h and the exact x term of the step (the "addend", e.g. a slice of a projection
+           hoisted over all time steps): only W_hh rows are skipped and the little module
+           approximates W_hh h + b_hh. Decisions use little + addend; out_h excludes the addend.
+
+Constants are laid out by pack_gate_constants: per-row vectors gate-major and padded to whole
+blocks (l * HP + j), little weights as blocks WLB[nb, r, l * NB + v] = WL[l * H + nb * NB + v, r].
+Little row groups l: LSTM i, f, g, o; GRU fused r, z, n_x, n_h; GRU hoisted r, z, n_h.
+The kernel returns (out_h, count[, out_x]) where count is the number of gate rows read (a GRU n
+unit counts once, as one row of width I + H or H), so ExposeDualCounters finds it at output 1.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .activations import fast_sigmoid
+from .dual_dense import MAX_KERNEL_BATCH, DualKernelConfig, ceil_div, sensitive
+from .row_dot import make_row_group_dot, specialize
+
+CELLS = {"lstm": 4, "gru": 3}  # gates per cell
+GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+GATE_ACTS = {"lstm": ("sigmoid", "sigmoid", "tanh", "sigmoid"), "gru": ("sigmoid", "sigmoid", "tanh")}
+
+
+def little_groups(cell: str, fused: bool) -> int:
+    """Row groups of the little module: the GRU's fused n gate has separate x and h parts."""
+    return 4 if cell == "lstm" or fused else 3
+
+
+def joint_gates(cell: str) -> int:
+    """Gates whose pre-activation is one sum (computed in the first pass of a block)."""
+    return 4 if cell == "lstm" else 2
+
+
+@dataclass(frozen=True)
+class GateShape:
+    """Static problem of one gate kernel."""
+
+    cell: str
+    batch: int
+    hidden: int
+    input_size: int  # I; unused in hoisted mode
+    rank: int
+    fused: bool
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
+        if not 1 <= self.batch <= MAX_KERNEL_BATCH:
+            raise ValueError(f"gate kernel batch must be 1..{MAX_KERNEL_BATCH}, got {self.batch}")
+        if min(self.hidden, self.rank) < 1 or (self.fused and self.input_size < 1):
+            raise ValueError(f"gate kernel sizes must be positive, got {self}")
+
+    @property
+    def gates(self) -> int:
+        return CELLS[self.cell]
+
+    @property
+    def little_rows(self) -> int:
+        return little_groups(self.cell, self.fused) * self.hidden
+
+    @property
+    def projected(self) -> int:
+        """Width of the little module's input u ([x; h] fused, h hoisted)."""
+        return self.input_size + self.hidden if self.fused else self.hidden
+
+    @property
+    def name(self) -> str:
+        mode = "fused" if self.fused else "hoisted"
+        return f"dual_{self.cell}_{mode}_b{self.batch}_h{self.hidden}_i{self.input_size}_r{self.rank}"
+
+
+@functools.lru_cache(maxsize=None)
+def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug: bool) -> tirx.PrimFunc:
+    """The kernel over symbolic shapes; make_dual_gates specializes it."""
+    G, L, NB = config.rows_per_group, config.lanes, config.little_block
+    proj_min, tasks = config.parallel_projection_min, config.tasks
+    NG = CELLS[cell]
+    NL = little_groups(cell, fused)
+    NJ = joint_gates(cell)
+    gru = cell == "gru"
+    exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
+    exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
+    proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
+    proj_dot1 = make_row_group_dot(1, L, gathered=False, prefetch=False)
+
+    @T.macro
+    def gather_rows(acc, accs, Wm, idx, slot, base, cnt, X, K, yl, sens, bias, B):
+        # exact rows idx[base:base+cnt] of Wm over X, into yl at slot[], for the samples that need them
+        ngroups: T.int32 = cnt // G
+        for j in range(ngroups):
+            for b in range(B):
+                exact_dot(acc, Wm, idx, base + j * G, base + T.min(j * G + G, (ngroups - 1) * G), X, b, K)
+                for g in T.unroll(G):
+                    if sens[b, slot[base + j * G + g]] != T.int8(0):
+                        yl[b, slot[base + j * G + g]] = acc[g * L] + bias[slot[base + j * G + g]]
+        for jt in range(cnt - ngroups * G):
+            for b in range(B):
+                exact_dot1(accs, Wm, idx, base + ngroups * G + jt, base + ngroups * G + jt, X, b, K)
+                if sens[b, slot[base + ngroups * G + jt]] != T.int8(0):
+                    yl[b, slot[base + ngroups * G + jt]] = accs[0] + bias[slot[base + ngroups * G + jt]]
+
+    def addend_value(addend, b, g, j, H):
+        return T.if_then_else(j < H, addend[b, g * H + T.min(j, H - 1)], T.float32(0))
+
+    def decision_value(yl, addend, b, g, j, HP, H):
+        """What gate g's mask tests: the little value, plus the exact x term in hoisted mode."""
+        if fused:
+            return yl[b, g * HP + j]
+        return yl[b, g * HP + j] + addend_value(addend, b, g, j, H)
+
+    def n_decision(yl, addend, b, j, HP, H):
+        """The GRU n gate's pre-activation x_n + r * h_n, with this block's final r."""
+        r_gate = fast_sigmoid(decision_value(yl, addend, b, 0, j, HP, H))
+        if fused:
+            return yl[b, 2 * HP + j] + r_gate * yl[b, 3 * HP + j]
+        return addend_value(addend, b, 2, j, H) + r_gate * yl[b, 2 * HP + j]
+
+    @T.macro
+    def block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx, slot,
+              blk_count, little_out, nb, B, H, I, KJ, R, HP):
+        c0 = nb * NB
+        base = nb * (NG * NB)
+        # 1. little values of every row group of the block, NL * NB accumulators
+        acc2 = T.alloc_buffer((NL * NB,), "float32")
+        for b in range(B):
+            for v in T.vectorized(NL * NB):
+                acc2[v] = T.float32(0)
+            for r in range(R):
+                for v in T.vectorized(NL * NB):
+                    acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
+            for l in T.unroll(NL):
+                for v in T.vectorized(NB):
+                    yl[b, l * HP + c0 + v] = acc2[l * NB + v] * WLs[l * HP + c0 + v] + bL[l * HP + c0 + v]
+            if debug:
+                for l in range(NL):
+                    for v in range(NB):
+                        little_out[b, l * HP + c0 + v] = yl[b, l * HP + c0 + v]
+        # 2. joint gates: mask and compaction (branch-free; padded units never count)
+        cnt: T.int32 = 0
+        for g in range(NJ):
+            for v in range(NB):
+                hit: T.int32 = 0
+                for b in range(B):
+                    sens[b, g * HP + c0 + v] = T.Cast(
+                        "int8", sensitive(decision_value(yl, addend, b, g, c0 + v, HP, H), lo[g * HP + c0 + v], hi[g * HP + c0 + v])
+                    )
+                    hit = T.max(hit, T.Cast("int32", sens[b, g * HP + c0 + v]))
+                idx[base + cnt] = g * H + T.min(c0 + v, H - 1)
+                slot[base + cnt] = g * HP + c0 + v
+                cnt = cnt + T.if_then_else(c0 + v < H, hit, 0)
+        acc3 = T.alloc_buffer((G * L,), "float32")
+        acc4 = T.alloc_buffer((L,), "float32")
+        gather_rows(acc3, acc4, Wj, idx, slot, base, cnt, xin, KJ, yl, sens, bias, B)
+        cnt2: T.int32 = 0
+        if gru:
+            # 3. GRU n gate: decided on x_n + r * h_n with this block's final r
+            base2 = base + NJ * NB
+            for v in range(NB):
+                hit2: T.int32 = 0
+                for b in range(B):
+                    sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
+                    if fused:
+                        sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
+                    hit2 = T.max(hit2, T.Cast("int32", sens[b, 2 * HP + c0 + v]))
+                if fused:
+                    idx[base2 + cnt2] = T.min(c0 + v, H - 1)
+                else:
+                    idx[base2 + cnt2] = 2 * H + T.min(c0 + v, H - 1)
+                slot[base2 + cnt2] = 2 * HP + c0 + v
+                cnt2 = cnt2 + T.if_then_else(c0 + v < H, hit2, 0)
+            if fused:
+                gather_rows(acc3, acc4, Wnx, idx, slot, base2, cnt2, x, I, yl, sens, bias, B)
+                for t in range(cnt2):
+                    slot[base2 + t] = slot[base2 + t] + HP  # the same units' n_h rows
+                gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2, h, H, yl, sens, bias, B)
+            else:
+                gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2, h, H, yl, sens, bias, B)
+        # 4. outputs (out_h + out_x = pre-activations; GRU n: out_x = x_n, out_h = h_n)
+        for b in range(B):
+            for g in range(NG):
+                for v in range(T.min(NB, H - c0)):
+                    if gru and fused and g == 2:
+                        out_h[b, g * H + c0 + v] = yl[b, 3 * HP + c0 + v]
+                        out_x[b, g * H + c0 + v] = yl[b, 2 * HP + c0 + v]
+                    else:
+                        out_h[b, g * H + c0 + v] = yl[b, g * HP + c0 + v]
+                        if fused:
+                            out_x[b, g * H + c0 + v] = T.float32(0)
+        blk_count[nb] = cnt + cnt2
+
+    @T.macro
+    def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
+             B, H, I, KJ, R, NBT, HP):
+        xin = T.alloc_buffer((B, KJ), "float32")
+        z = T.alloc_buffer((B, R), "float32")
+        yl = T.alloc_buffer((B, NL * HP), "float32")
+        sens = T.alloc_buffer((B, NL * HP), "int8")
+        idx = T.alloc_buffer((NBT * NG * NB,), "int32")
+        slot = T.alloc_buffer((NBT * NG * NB,), "int32")
+        blk_count = T.alloc_buffer((NBT,), "int32")
+        if fused:
+            for b in range(B):
+                for k in range(I):
+                    xin[b, k] = x[b, k]
+                for k in range(H):
+                    xin[b, I + k] = h[b, k]
+        else:
+            for b in range(B):
+                for k in range(H):
+                    xin[b, k] = h[b, k]
+        # projection z = Ps * (P u), in parallel only when it pays for a parallel region
+        if B * R * KJ >= proj_min:
+            for rg in T.parallel(R // G):
+                acc = T.alloc_buffer((G * L,), "float32")
+                for b in range(B):
+                    proj_dot(acc, P, 0, rg * G, rg * G, xin, b, KJ)
+                    for g in T.unroll(G):
+                        z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
+        else:
+            for rg in range(R // G):
+                acc_s = T.alloc_buffer((G * L,), "float32")
+                for b in range(B):
+                    proj_dot(acc_s, P, 0, rg * G, rg * G, xin, b, KJ)
+                    for g in T.unroll(G):
+                        z[b, rg * G + g] = acc_s[g * L] * Ps[rg * G + g]
+        acc1 = T.alloc_buffer((L,), "float32")
+        for rt in range(R % G):
+            for b in range(B):
+                proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, xin, b, KJ)
+                z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
+        if tasks == 0:
+            for nb in T.parallel(NBT):
+                block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx, slot,
+                      blk_count, little_out, nb, B, H, I, KJ, R, HP)
+        else:
+            for task in T.parallel(tasks):
+                for i in range((NBT + tasks - 1 - task) // tasks):
+                    block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx,
+                          slot, blk_count, little_out, task + i * tasks, B, H, I, KJ, R, HP)
+        total: T.int32 = 0
+        for nb in range(NBT):
+            total = total + blk_count[nb]
+        count[0] = total
+        if debug:
+            for b, n in T.grid(B, NL * HP):
+                sens_out[b, n] = sens[b, n]
+
+    # One signature per (mode, cell, debug): TVMScript needs the parameters spelled out.
+    if fused and gru:
+
+        @T.prim_func
+        def kernel(x_h: T.handle, h_h: T.handle, Wj_h: T.handle, Wnx_h: T.handle, Wnh_h: T.handle, bias_h: T.handle,
+                   P_h: T.handle, Ps_h: T.handle, WLB_h: T.handle, WLs_h: T.handle, bL_h: T.handle, lo_h: T.handle,
+                   hi_h: T.handle, oh_h: T.handle, cnt_h: T.handle, ox_h: T.handle, lit_h: T.handle, sens_h: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            B = T.int32()
+            H = T.int32()
+            I = T.int32()
+            KJ = T.int32()
+            R = T.int32()
+            NBT = T.int32()
+            NW = T.int32()
+            NLP = T.int32()
+            NDB = T.int32()
+            NDN = T.int32()
+            NO = T.int32()  # NG * H
+            x = T.match_buffer(x_h, (B, I), "float32")
+            h = T.match_buffer(h_h, (B, H), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
+            Wnx = T.match_buffer(Wnx_h, (H, I), "float32")
+            Wnh = T.match_buffer(Wnh_h, (H, H), "float32")
+            bias = T.match_buffer(bias_h, (NLP,), "float32")
+            P = T.match_buffer(P_h, (R, KJ), "int8")
+            Ps = T.match_buffer(Ps_h, (R,), "float32")
+            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLs = T.match_buffer(WLs_h, (NLP,), "float32")
+            bL = T.match_buffer(bL_h, (NLP,), "float32")
+            lo = T.match_buffer(lo_h, (NLP,), "float32")
+            hi = T.match_buffer(hi_h, (NLP,), "float32")
+            out_h = T.match_buffer(oh_h, (B, NO), "float32")
+            count = T.match_buffer(cnt_h, (1,), "int32")
+            out_x = T.match_buffer(ox_h, (B, NO), "float32")
+            little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
+            sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
+            body(x, h, x, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
+                 B, H, I, KJ, R, NBT, NBT * NB)
+
+    elif fused:
+
+        @T.prim_func
+        def kernel(x_h: T.handle, h_h: T.handle, Wj_h: T.handle, bias_h: T.handle, P_h: T.handle, Ps_h: T.handle,
+                   WLB_h: T.handle, WLs_h: T.handle, bL_h: T.handle, lo_h: T.handle, hi_h: T.handle, oh_h: T.handle,
+                   cnt_h: T.handle, ox_h: T.handle, lit_h: T.handle, sens_h: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            B = T.int32()
+            H = T.int32()
+            I = T.int32()
+            KJ = T.int32()
+            R = T.int32()
+            NBT = T.int32()
+            NW = T.int32()
+            NLP = T.int32()
+            NDB = T.int32()
+            NDN = T.int32()
+            x = T.match_buffer(x_h, (B, I), "float32")
+            h = T.match_buffer(h_h, (B, H), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
+            bias = T.match_buffer(bias_h, (NLP,), "float32")
+            P = T.match_buffer(P_h, (R, KJ), "int8")
+            Ps = T.match_buffer(Ps_h, (R,), "float32")
+            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLs = T.match_buffer(WLs_h, (NLP,), "float32")
+            bL = T.match_buffer(bL_h, (NLP,), "float32")
+            lo = T.match_buffer(lo_h, (NLP,), "float32")
+            hi = T.match_buffer(hi_h, (NLP,), "float32")
+            out_h = T.match_buffer(oh_h, (B, NW), "float32")
+            count = T.match_buffer(cnt_h, (1,), "int32")
+            out_x = T.match_buffer(ox_h, (B, NW), "float32")
+            little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
+            sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
+            body(x, h, x, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
+                 B, H, I, KJ, R, NBT, NBT * NB)
+
+    else:
+
+        @T.prim_func
+        def kernel(h_h: T.handle, add_h: T.handle, Wj_h: T.handle, bias_h: T.handle, P_h: T.handle, Ps_h: T.handle,
+                   WLB_h: T.handle, WLs_h: T.handle, bL_h: T.handle, lo_h: T.handle, hi_h: T.handle, oh_h: T.handle,
+                   cnt_h: T.handle, lit_h: T.handle, sens_h: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            B = T.int32()
+            H = T.int32()
+            KJ = T.int32()
+            R = T.int32()
+            NBT = T.int32()
+            NW = T.int32()
+            NLP = T.int32()
+            NDB = T.int32()
+            NDN = T.int32()
+            h = T.match_buffer(h_h, (B, H), "float32")
+            addend = T.match_buffer(add_h, (B, NW), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
+            bias = T.match_buffer(bias_h, (NLP,), "float32")
+            P = T.match_buffer(P_h, (R, KJ), "int8")
+            Ps = T.match_buffer(Ps_h, (R,), "float32")
+            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLs = T.match_buffer(WLs_h, (NLP,), "float32")
+            bL = T.match_buffer(bL_h, (NLP,), "float32")
+            lo = T.match_buffer(lo_h, (NLP,), "float32")
+            hi = T.match_buffer(hi_h, (NLP,), "float32")
+            out_h = T.match_buffer(oh_h, (B, NW), "float32")
+            count = T.match_buffer(cnt_h, (1,), "int32")
+            little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
+            sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
+            body(h, h, addend, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
+                 B, H, KJ, KJ, R, NBT, NBT * NB)
+
+    if debug:
+        return kernel
+    # Without debug the body never touches the last two buffers: drop them from the signature.
+    return tirx.PrimFunc(list(kernel.params[:-2]), kernel.body, kernel.ret_type, kernel.attrs)
+
+
+def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False) -> tirx.PrimFunc:
+    """The gate kernel for one shape. Arguments in order:
+
+    fused:   x (B, I), h (B, H), Wj, [GRU: Wnx (H, I), Wnh (H, H)], then pack_gate_constants' vectors;
+             outputs out_h (B, NG*H), count (1,) int32, out_x (B, NG*H)
+    hoisted: h (B, H), addend (B, NG*H), Wj, then the constants; outputs out_h, count.
+    Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted).
+    With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout.
+    """
+    if config.little_block > 32:
+        raise ValueError("the gate kernel keeps little_groups x little_block accumulators; use little_block <= 32")
+    B, H, I, R = shape.batch, shape.hidden, shape.input_size, shape.rank
+    NB = config.little_block
+    NL, NG, NJ = little_groups(shape.cell, shape.fused), shape.gates, joint_gates(shape.cell)
+    nbt = ceil_div(H, NB)
+    HP = nbt * NB
+    f32 = "float32"
+    KJ = shape.projected
+    consts = [((NL * HP,), f32), ((R, KJ), "int8"), ((R,), f32), ((nbt, R, NL * NB), "int8"),
+              ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32)]
+    # lo/hi are per gate (NG * HP) but share the NL * HP layout (the GRU's n_h slot is unused)
+    if shape.fused:
+        nw = NJ * H
+        weights = [((nw, KJ), f32)] + ([((H, I), f32), ((H, H), f32)] if shape.cell == "gru" else [])
+        shapes = [((B, I), f32), ((B, H), f32), *weights, *consts, ((B, NG * H), f32), ((1,), "int32"), ((B, NG * H), f32)]
+    else:
+        shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, KJ), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
+    if debug:
+        shapes += [((B, NL * HP), f32), ((B, NL * HP), "int8")]
+    func = specialize(dual_gates_template(shape.cell, shape.fused, config, debug), shapes, shape.name + ("_debug" if debug else ""))
+    return func
+
+
+def pack_gate_constants(
+    bias: np.ndarray,
+    P: np.ndarray,
+    Ps: np.ndarray,
+    WL: np.ndarray,
+    WLs: np.ndarray,
+    bL: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    hidden: int,
+    little_block: int,
+) -> list[np.ndarray]:
+    """Constants in kernel order and layout. bias, WL (rows), WLs, bL: (NL*H,) in little row-group
+    order; lo, hi: (NG*H,) per gate. Padded units get an empty sensitive range."""
+    H, NB = hidden, little_block
+    nl = WL.shape[0] // H
+    ng = lo.shape[0] // H
+    nbt = ceil_div(H, NB)
+    hp = nbt * NB
+    r = WL.shape[1]
+
+    def pad(v: np.ndarray, groups: int, fill: float) -> np.ndarray:
+        out = np.full((nl, hp), fill, dtype=np.float32)
+        out[:groups, :H] = np.asarray(v, dtype=np.float32).reshape(groups, H)
+        return out.reshape(-1)
+
+    wl = np.zeros((nl, hp, r), dtype=WL.dtype)
+    wl[:, :H] = WL.reshape(nl, H, r)
+    blocks = wl.reshape(nl, nbt, NB, r).transpose(1, 3, 0, 2).reshape(nbt, r, nl * NB)
+    arrays = [pad(bias, nl, 0), P, Ps, blocks, pad(WLs, nl, 0), pad(bL, nl, 0), pad(lo, ng, np.inf), pad(hi, ng, -np.inf)]
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def gate_little_bytes(shape: GateShape) -> int:
+    """Bytes of little-module constants read per call (int8 weights, scales, biases, bounds)."""
+    nl = little_groups(shape.cell, shape.fused)
+    return shape.rank * (shape.projected + nl * shape.hidden) + 4 * (shape.rank + 5 * nl * shape.hidden)

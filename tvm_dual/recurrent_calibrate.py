@@ -1,0 +1,203 @@
+"""Calibration of recurrent layers: per-step inputs over whole sequences, little modules, per-gate
+thresholds.
+
+The inputs of every time step of every calibration sequence are captured from the exact model as
+compiled (InsertRecurrentProbes). Little modules are fitted on the calibration data; thresholds
+are chosen on the threshold data (validation data when given), gate by gate, so that each gate
+takes `ratio` of its outputs from the little module. The GRU's n gate is thresholded last, on
+x_n + r * h_n with r as the kernel will compute it (exact where the r row is sensitive).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import tvm
+import tvm_ffi
+from tqdm.auto import tqdm
+from tvm import relax
+
+from .frontend import ImportedModel, import_model, normalize_inputs
+from .kernels.dual_dense import DualKernelConfig
+from .kernels.dual_gates import GATES
+from .little import LittleConfig, fit_little_module
+from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
+from .reference import activation
+from .reference_gates import GateWeights
+from .target import host_target
+from .transform.dense_gemv_rewrite import DenseGemvRewrite
+from .transform.insert_recurrent_probes import PROBE_FUNC, InsertRecurrentProbes
+from .transform.pipeline import compile_module
+
+MAX_FIT_ROWS = 50_000  # steps kept per layer for the little-module fit
+MAX_THRESHOLD_ROWS = 20_000  # steps kept per layer for thresholds (values of all gates are held at once)
+
+_active = threading.local()
+
+
+def _probe(tensor, slot):
+    sink = getattr(_active, "sink", None)
+    if sink is not None:
+        array = tensor.numpy()
+        sink[int(slot)].append(array.reshape(-1, array.shape[-1]).copy())
+    return tensor
+
+
+tvm_ffi.register_global_func(PROBE_FUNC, _probe, override=True)
+
+
+def _signature(batch: Sequence[torch.Tensor]) -> tuple:
+    return tuple((tuple(t.shape), t.dtype) for t in batch)
+
+
+# Captures of the last few compile_dual calls: compiling one model at several ratios with the same
+# data (eval_ptb, the benchmarks) captures once. Entries hold the data, so ids stay valid.
+_CAPTURE_CACHE: list[tuple[tuple, list, list]] = []
+_CAPTURE_CACHE_SIZE = 2
+
+
+def capture_step_inputs(
+    model: torch.nn.Module, datasets: list[list], sites: list[RecurrentSite], imported: ImportedModel, max_rows: list[int]
+) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """For each dataset (a list of input tuples): site key -> (x rows (S, I), h rows (S, H)), row
+    j of both from the same step and sample. Batches of a new shape (e.g. sequences for a one-step
+    model) import the model again at that shape; compiled probed models are shared by datasets."""
+    key = (id(model), tuple(s.key for s in sites), tuple(max_rows),
+           tuple(tuple(id(t) for b in batches for t in (b if isinstance(b, (tuple, list)) else (b,))) for batches in datasets))
+    for cached_key, _data, result in _CAPTURE_CACHE:
+        if cached_key == key:
+            return result
+    result = _capture(model, datasets, sites, imported, max_rows)
+    _CAPTURE_CACHE.append((key, [model, datasets], result))
+    del _CAPTURE_CACHE[:-_CAPTURE_CACHE_SIZE]
+    return result
+
+
+def _capture(model, datasets, sites, imported, max_rows):
+    keys = [s.key for s in sites]
+    vms: dict[tuple, relax.VirtualMachine] = {}
+    own = tuple((tuple(s.shape), getattr(torch, s.dtype)) for s in imported.inputs)
+    results = []
+    for batches, limit in zip(datasets, max_rows):
+        sink: list[list[np.ndarray]] = [[] for _ in range(2 * len(keys))]
+        _active.sink = sink
+        try:
+            for batch in tqdm([normalize_inputs(b) for b in batches], desc="calibrating recurrent layers", unit="batch",
+                              disable=None, leave=False):
+                sig = _signature(batch)
+                if sig not in vms:
+                    source = imported if sig == own else import_model(model, batch)
+                    mod = tvm.transform.Sequential([InsertRecurrentProbes(keys), DenseGemvRewrite()])(source.mod)
+                    vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
+                vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
+        finally:
+            _active.sink = None
+        results.append(_pair_rows(sink, sites, limit))
+    return results
+
+
+def _pair_rows(sink, sites: list[RecurrentSite], max_rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    captured = {}
+    rng = np.random.default_rng(0)
+    for i, site in enumerate(sites):
+        if not sink[2 * i] or not sink[2 * i + 1]:
+            raise RuntimeError(f"calibration never reached recurrent layer {site.name!r}")
+        x, h = np.concatenate(sink[2 * i]), np.concatenate(sink[2 * i + 1])
+        if len(x) != len(h):
+            raise RuntimeError(f"recurrent layer {site.name!r}: {len(x)} input rows but {len(h)} state rows captured")
+        if len(x) > max_rows:
+            keep = np.sort(rng.choice(len(x), max_rows, replace=False))
+            x, h = x[keep], h[keep]
+        captured[site.key] = (x, h)
+    return captured
+
+
+def site_weights(site: RecurrentSite) -> GateWeights:
+    W_ih, W_hh, b_ih, b_hh = site.weights
+    zeros = np.zeros(W_hh.shape[0], np.float32)
+    return GateWeights(site.cell, W_ih, W_hh, zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh)
+
+
+def gate_thresholds(
+    weights: GateWeights, fused: bool, little, x: np.ndarray, h: np.ndarray, ratio: float
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(lo, hi) per gate row and the insensitive fraction per gate on rows (x, h)."""
+    H = weights.hidden
+    u = np.concatenate([x, h], axis=1) if fused else h
+    values = little.predict(u)  # (S, NL*H) float32
+    addend = np.zeros((len(h), weights.W_hh.shape[0]), np.float32)
+    if not fused:
+        addend = x @ weights.W_ih.T + weights.b_ih
+    gates = GATES[weights.cell]
+    t = np.zeros(len(gates), np.float64)
+
+    def threshold(v: np.ndarray) -> float:
+        v = np.abs(v[np.isfinite(v)])
+        return float(np.quantile(v, 1.0 - ratio)) if ratio > 0 and v.size else np.inf
+
+    joint = len(gates) if weights.cell == "lstm" else 2
+    for g in range(joint):
+        t[g] = threshold(values[:, g * H : (g + 1) * H] + addend[:, g * H : (g + 1) * H])
+    fractions = {gates[g]: float(np.mean(np.abs(values[:, g * H : (g + 1) * H] + addend[:, g * H : (g + 1) * H]) > t[g])) for g in range(joint)}
+    if weights.cell == "gru":
+        # r as the kernel computes it: exact where the r row is sensitive, little elsewhere
+        little_r = values[:, :H] + addend[:, :H]
+        exact_r = h @ weights.W_hh[:H].T + weights.b_hh[:H] + (x @ weights.W_ih[:H].T + weights.b_ih[:H])
+        r = activation(np.where(np.abs(little_r) <= t[0], exact_r, little_r), "sigmoid")
+        if fused:
+            n_val = values[:, 2 * H : 3 * H] + r * values[:, 3 * H : 4 * H]
+        else:
+            n_val = addend[:, 2 * H :] + r * values[:, 2 * H : 3 * H]
+        t[2] = threshold(n_val)
+        fractions["n"] = float(np.mean(np.abs(n_val) > t[2]))
+    bound = np.repeat(t, H).astype(np.float32)
+    return -bound, bound, fractions
+
+
+def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
+    vector_bits = int(tvm.target.codegen.llvm_get_vector_width(target))
+    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * vector_bits // 32), little_block=16)
+
+
+def plan_recurrent(
+    model: torch.nn.Module,
+    imported: ImportedModel,
+    sites: list[RecurrentSite],
+    ratios: dict[str, float],
+    calibration: list,
+    validation: list | None,
+    little: LittleConfig,
+    config: RecurrentConfig,
+    target: tvm.target.Target,
+) -> RecurrentPlan:
+    """Fit little modules and choose per-gate thresholds for the sites with a ratio above 0."""
+    plan = RecurrentPlan()
+    dual = [s for s in sites if s.dual_ok and ratios.get(s.key, 0.0) > 0]
+    if not dual:
+        return plan
+    if validation is None:
+        (fit_data,) = capture_step_inputs(model, [calibration], dual, imported, [MAX_FIT_ROWS])
+        thr_data = fit_data
+    else:
+        fit_data, thr_data = capture_step_inputs(model, [calibration, validation], dual, imported, [MAX_FIT_ROWS, MAX_THRESHOLD_ROWS])
+    kernel = config.kernel or default_gate_kernel_config(target)
+    for site in dual:
+        fused = config.fused_for(site)
+        weights = site_weights(site)
+        x, h = fit_data[site.key]
+        W, b = weights.little_target(fused)
+        module = fit_little_module(W, b, np.concatenate([x, h], axis=1) if fused else h, little)
+        tx, th = thr_data[site.key]
+        if len(tx) > MAX_THRESHOLD_ROWS:
+            keep = np.random.default_rng(1).choice(len(tx), MAX_THRESHOLD_ROWS, replace=False)
+            tx, th = tx[keep], th[keep]
+        lo, hi, fractions = gate_thresholds(weights, fused, module, tx, th, ratios[site.key])
+        plan.layers[site.key] = RecurrentLayerPlan(
+            name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
+            batch=site.batch, little=module, lo=lo, hi=hi, target_ratio=ratios[site.key],
+            calibration_ratio=float(np.mean(list(fractions.values()))), gate_ratios=fractions, kernel=kernel,
+        )
+    return plan
