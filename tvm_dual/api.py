@@ -12,6 +12,8 @@ from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
+from .conv_plan import conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
+from .conv_sites import find_conv_sites
 from .frontend import import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
 from .little import LittleConfig, fit_little_module
@@ -176,16 +178,25 @@ def compile_dual(
     order = {digest: i for i, digest in enumerate(imported.layer_names)}  # the model's parameter order
     sites = sorted(find_linear_sites(imported.mod["main"]), key=lambda s: order.get(s.digest, len(order)))
     names = _layer_names(sites, imported.layer_names)
-    ratios = _ratios(insensitive_ratio, sites, names)
+    conv_sites = find_conv_sites(imported.mod["main"])
+    conv_names = conv_layer_names(model, conv_sites)
+    linear_ratio, conv_ratio = split_ratios(insensitive_ratio, conv_names.values())
+    ratios = _ratios(linear_ratio, sites, names)
     for site in sites:
         if not site.dual_ok:
             warnings.warn(
                 f"layer {names[site.key]!r} stays dense (exact): {site.reason}", DualCompileWarning, stacklevel=2
             )
+    for site in conv_sites:
+        if not site.dual_ok:
+            warnings.warn(f"convolution {conv_names[site.key]!r} stays dense: {site.reason}", DualCompileWarning, stacklevel=2)
     calibration_batches = list(calibration) if calibration is not None else [inputs]
     plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target)
+    conv_plan = plan_conv_layers(
+        model, imported, conv_sites, conv_names, conv_ratios(conv_ratio, conv_sites, conv_names), calibration_batches, little
+    )
 
-    mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True))(imported.mod)
+    mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True, conv_plan=conv_plan))(imported.mod)
     main_attrs = mod["main"].attrs
     counter_layers = [str(n) for n in main_attrs[COUNTER_LAYERS_ATTR]] if COUNTER_LAYERS_ATTR in main_attrs else []
     metadata = {
@@ -194,8 +205,10 @@ def compile_dual(
         "inputs": [spec.to_dict() for spec in imported.inputs],
         "out_spec": imported.out_spec,
         "counter_layers": counter_layers,
-        "layers": [_layer_metadata(layer) for layer in plan.layers.values()],
-        "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers],
+        "layers": [_layer_metadata(layer) for layer in plan.layers.values()]
+        + [layer.metadata() for layer in conv_plan.layers.values()],
+        "dense_layers": [{"name": names[s.key], "reason": s.reason or "ratio 0"} for s in sites if s.key not in plan.layers]
+        + [{"name": conv_names[s.key], "reason": s.reason or "ratio 0"} for s in conv_sites if s.key not in conv_plan.layers],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):

@@ -8,17 +8,22 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
 from ..plan import DualPlan
+from .dense_conv_rewrite import DenseConvRewrite
 from .dense_gemv_rewrite import DenseGemvRewrite
+from .dual_conv_rewrite import DualConvRewrite
 from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
 
 
-def rewrite_passes(plan: DualPlan | None, report_counters: bool) -> list[tvm.transform.Pass]:
-    """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W))."""
+def rewrite_passes(plan: DualPlan | None, report_counters: bool, conv_plan=None) -> list[tvm.transform.Pass]:
+    """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W)).
+    conv_plan: a conv_plan.ConvPlan of dual convolution layers (the rest get the dense kernel)."""
     passes: list[tvm.transform.Pass] = []
     if plan is not None and len(plan):
         passes.append(DualModuleRewrite(plan))
-    passes.append(DenseGemvRewrite())
+    if conv_plan is not None and len(conv_plan):
+        passes.append(DualConvRewrite(conv_plan))
+    passes += [DenseGemvRewrite(), DenseConvRewrite()]
     if report_counters:
         passes.append(ExposeDualCounters())
     return passes
