@@ -12,7 +12,7 @@ from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
-from .conv_plan import conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
+from .conv_plan import CONV_LITTLE, conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
 from .conv_sites import find_conv_sites
 from .frontend import import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
@@ -170,6 +170,7 @@ def compile_dual(
     tvm.target.Target, or None for this machine.
     """
     tvm_target = resolve_target(target)
+    conv_little = little or CONV_LITTLE
     little = little or LittleConfig()
     if schedules not in ("default", None):
         raise ValueError(f"schedules must be 'default' or None, got {schedules!r}")
@@ -193,7 +194,7 @@ def compile_dual(
     calibration_batches = list(calibration) if calibration is not None else [inputs]
     plan = _plan_layers(model, imported, sites, names, ratios, calibration_batches, little, tvm_target)
     conv_plan = plan_conv_layers(
-        model, imported, conv_sites, conv_names, conv_ratios(conv_ratio, conv_sites, conv_names), calibration_batches, little
+        model, imported, conv_sites, conv_names, conv_ratios(conv_ratio, conv_sites, conv_names), calibration_batches, conv_little
     )
 
     mod = tvm.transform.Sequential(rewrite_passes(plan, report_counters=True, conv_plan=conv_plan))(imported.mod)

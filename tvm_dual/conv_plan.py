@@ -33,6 +33,9 @@ from .transform.insert_conv_calibration_probes import InsertConvCalibrationProbe
 from .transform.pipeline import compile_module
 
 MAX_PATCHES = 50_000  # patches sampled per layer for the fit and the threshold
+# Little modules of convolutions when compile_dual gets no LittleConfig: the output-aware projection
+# (PCA of the inputs predicts the few output channels of a convolution badly: docs/RESULTS.md).
+CONV_LITTLE = LittleConfig(projection="rrr", max_cost_fraction=0.15)
 
 
 @dataclass

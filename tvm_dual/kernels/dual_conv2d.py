@@ -35,6 +35,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..conv_sites import ConvGeometry
+from .activations import apply_activation
 from .conv2d import pad_input
 from .dual_dense import ceil_div, sensitive
 from .row_dot import check_group, specialize
@@ -133,6 +134,9 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
     proj_dot = make_patch_dot(G, L, False, KH, KW)
     proj_dot1 = make_patch_dot(1, L, False, KH, KW)
 
+    def relu(v):
+        return apply_activation(v, "relu")  # keeps NaN, as PyTorch does
+
     @T.macro
     def pixel(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, little_out, sens_out, b, oh, ow, CI, CO, R, NCB, cnt_row):
         acc = T.alloc_buffer((G * L,), "float32")
@@ -176,17 +180,17 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
             exact_dot(acc, W, idx, j * G, xp, b, oh * SH, ow * SW, CI)
             for g in T.unroll(G):
                 if has_residual:
-                    y[b, oh, ow, idx[j * G + g]] = T.max(acc[g * L] + bias[idx[j * G + g]] + res[b, oh, ow, idx[j * G + g]], T.float32(0))
+                    y[b, oh, ow, idx[j * G + g]] = relu(acc[g * L] + bias[idx[j * G + g]] + res[b, oh, ow, idx[j * G + g]])
                 else:
-                    y[b, oh, ow, idx[j * G + g]] = T.max(acc[g * L] + bias[idx[j * G + g]], T.float32(0))
+                    y[b, oh, ow, idx[j * G + g]] = relu(acc[g * L] + bias[idx[j * G + g]])
         for jt in range(cnt[0] % G):
             exact_dot1(acc, W, idx, cnt[0] // G * G + jt, xp, b, oh * SH, ow * SW, CI)
             if has_residual:
-                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = T.max(
-                    acc[0] + bias[idx[cnt[0] // G * G + jt]] + res[b, oh, ow, idx[cnt[0] // G * G + jt]], T.float32(0)
+                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = relu(
+                    acc[0] + bias[idx[cnt[0] // G * G + jt]] + res[b, oh, ow, idx[cnt[0] // G * G + jt]]
                 )
             else:
-                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = T.max(acc[0] + bias[idx[cnt[0] // G * G + jt]], T.float32(0))
+                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = relu(acc[0] + bias[idx[cnt[0] // G * G + jt]])
         cnt_row[0] = cnt_row[0] + cnt[0]
 
     @T.macro
