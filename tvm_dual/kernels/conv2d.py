@@ -52,6 +52,16 @@ class ConvConfig:
         return asdict(self)
 
 
+def default_conv_config(geometry: ConvGeometry) -> ConvConfig:
+    """Knobs by output-channel count, from a search over (pixels, channels) on the ResNet-20 layers
+    (docs/RESULTS.md): 2 x 32 for 32 channels or more, 4 x 16 for 16, 4 x 8 below."""
+    if geometry.c_out >= 32:
+        return ConvConfig(pixels=2, channels=32)
+    if geometry.c_out >= 16:
+        return ConvConfig(pixels=4, channels=16)
+    return ConvConfig(pixels=4, channels=8)
+
+
 @dataclass(frozen=True)
 class ConvKernelShape:
     geometry: ConvGeometry

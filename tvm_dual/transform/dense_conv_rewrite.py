@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from ..conv_sites import CONV_ACTIVATIONS, ConvMatch, binding_values, is_op, match_conv
-from ..kernels.conv2d import ConvConfig, ConvKernelShape, hwio, make_conv2d
+from ..kernels.conv2d import ConvConfig, ConvKernelShape, default_conv_config, hwio, make_conv2d
 
 
 def use_counts(func: relax.Function) -> dict:
@@ -58,7 +58,7 @@ def covered_vars(func: relax.Function, matches: dict) -> set:
 
 @relax.expr_functor.mutator
 class _ConvEmitter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, roots: dict, kernels: dict, config: ConvConfig) -> None:
+    def __init__(self, mod: tvm.IRModule, roots: dict, kernels: dict, config: ConvConfig | None) -> None:
         super().__init__(mod)
         self.roots, self.kernels, self.config = roots, kernels, config
 
@@ -73,7 +73,8 @@ class _ConvEmitter(relax.PyExprMutator):
     def _emit(self, match: ConvMatch) -> relax.Expr:
         shape = ConvKernelShape(match.geometry, match.act, match.bias is not None, match.residual is not None)
         if shape.name not in self.kernels:
-            self.kernels[shape.name] = self.builder_.add_func(make_conv2d(shape, self.config), shape.name)
+            config = self.config or default_conv_config(match.geometry)
+            self.kernels[shape.name] = self.builder_.add_func(make_conv2d(shape, config), shape.name)
         args = [self.visit_expr(match.x), relax.const(hwio(match.weight))]
         if match.bias is not None:
             args.append(relax.const(match.bias))
@@ -86,8 +87,8 @@ class _ConvEmitter(relax.PyExprMutator):
 class DenseConvRewrite:
     """Replace convolution chains with constant weights by the fused dense convolution kernel."""
 
-    def __init__(self, config: ConvConfig = ConvConfig()) -> None:
-        self.config = config
+    def __init__(self, config: ConvConfig | None = None) -> None:
+        self.config = config  # None: default_conv_config per layer
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         kernels: dict = {}
