@@ -20,9 +20,9 @@ import tvm
 from tvm import relax
 
 from . import calibrate
-from .conv_sites import ConvGeometry, ConvSite
+from .conv_sites import ConvGeometry, ConvSite, find_conv_sites
 from .frontend import ImportedModel, import_model, normalize_inputs
-from .kernels.dual_conv2d import DualConvConfig
+from .kernels.dual_conv2d import DualConvConfig, default_dual_conv_config
 from .little import LittleConfig, LittleModule, choose_rank, fit_little_module
 from .plan import DualPlan, thresholds_for_ratio
 from .target import host_target
@@ -236,7 +236,7 @@ def plan_conv_layers(
     ratios: dict[str, float],
     calibration: list,
     little: LittleConfig,
-    kernel: DualConvConfig = DualConvConfig(),
+    kernel: DualConvConfig | None = None,
 ) -> ConvPlan:
     plan = ConvPlan()
     dual_sites = [s for s in sites if ratios.get(s.key, 0.0) > 0]
@@ -267,7 +267,7 @@ def plan_conv_layers(
                 lo=np.zeros(g.c_out, np.float32),
                 hi=np.full(g.c_out, np.inf, np.float32),
                 target_ratio=ratios[site.key],
-                kernel=kernel,
+                kernel=kernel or default_dual_conv_config(g),
             )
         )
     for refine in range(2 if len(dual_sites) > 1 else 1):
@@ -279,3 +279,22 @@ def plan_conv_layers(
             lo, _, observed = thresholds_for_ratio(_little_values(layer, *samples[site.key]), "relu", layer.target_ratio)
             layer.lo[:], layer.calibration_ratio = lo, observed
     return plan
+
+
+def natural_sparsity(model: torch.nn.Module, example_inputs, calibration: list) -> dict[str, float]:
+    """Per dual-capable convolution layer (by name): the fraction of its exact pre-activations
+    (shortcut included) that are negative on the calibration data, i.e. the outputs its ReLU zeroes
+    anyway. A ratio above it zeroes positive outputs too; per-layer ratios of `sparsity + margin`
+    spend the insensitive budget where it is cheap in accuracy."""
+    imported = import_model(model, normalize_inputs(example_inputs))
+    sites = [s for s in find_conv_sites(imported.mod["main"]) if s.dual_ok]
+    names = conv_layer_names(model, sites)
+    captured = capture_conv_inputs(model, calibration, [(s.key, s.geometry, s.has_residual) for s in sites], imported=imported)
+    out = {}
+    for site in sites:
+        patches, residual = sample_patches(captured[site.key], site.geometry, MAX_PATCHES)
+        z = patches @ site.weight.reshape(site.geometry.c_out, -1).T + (0 if site.bias is None else site.bias)
+        if residual is not None:
+            z = z + residual
+        out[names[site.key]] = float(np.mean(z < 0))
+    return out

@@ -25,6 +25,9 @@ from tvm import relax
 from .sites import layer_key, static_shape, weight_digest
 
 CONV_OP = "relax.nn.conv2d"
+# A convolution with fewer multiply-adds per output than this (a stem on a 1-channel image) stays
+# dense: its little module and mask would cost as much as the exact outputs.
+MIN_DUAL_PATCH = 16
 # The activations a dual convolution supports; the value is the kernel's name for it.
 CONV_ACTIVATIONS = {"relax.nn.relu": "relu"}
 
@@ -265,11 +268,14 @@ def find_conv_sites(func: relax.Function) -> list[ConvSite]:
         match = match_conv(value.args[0], var2val, CONV_ACTIVATIONS[value.op.name])
         if match is None:
             continue
+        reason = match.reason
+        if not reason and match.geometry.patch < MIN_DUAL_PATCH:
+            reason = f"{match.geometry.patch} multiply-adds per output: too few for a little module to save work"
         sites.setdefault(
             match.key,
             ConvSite(
                 key=match.key, act=match.act, geometry=match.geometry, weight=match.weight, bias=match.bias,
-                has_residual=match.residual is not None, dual_ok=not match.reason, reason=match.reason,
+                has_residual=match.residual is not None, dual_ok=not reason, reason=reason,
             ),
         )
     return list(sites.values())

@@ -63,6 +63,13 @@ class DualConvConfig:
         return asdict(self)
 
 
+def default_dual_conv_config(geometry: ConvGeometry) -> DualConvConfig:
+    """16 lanes (two accumulator registers per dot product) where a patch run allows it: with a
+    single 8-lane accumulator, a lone dot product is a chain of dependent FMAs, latency-bound."""
+    run = geometry.kernel_w * geometry.c_in
+    return DualConvConfig(rows_per_group=4, lanes=16 if run % 16 == 0 else 8)
+
+
 @dataclass(frozen=True)
 class DualConvShape:
     geometry: ConvGeometry
@@ -122,6 +129,45 @@ def make_patch_dot(group: int, lanes: int, gathered: bool, KH: int, KW: int):
     return dot
 
 
+def make_pixel_dot(group: int, lanes: int, KH: int, KW: int, SW: int):
+    """A T.macro `dot(acc, A, idx, base, row, xp, b, ih, CI)`: acc[g * L] = <A[row], patch(ow_g)> for
+    g < G, where ow_g = idx[base + g] are output columns of one output row: G pixels share each
+    vector of the weight row, which stays in L1 across the row's sensitive pixels."""
+    check_group(group, lanes)
+    G, L = group, lanes
+
+    @T.macro
+    def dot(acc, A, idx, base, row, xp, b, ih, CI):
+        for g in T.unroll(G):
+            for v in T.vectorized(L):
+                acc[g * L + v] = T.float32(0)
+        for kh in T.unroll(KH):
+            for kc in range(KW * CI // L):
+                for g in T.unroll(G):
+                    for v in T.vectorized(L):
+                        acc[g * L + v] = acc[g * L + v] + A[row, kh, kc * L + v] * xp[b, ih + kh, idx[base + g] * SW * CI + kc * L + v]
+        for g in T.unroll(G):
+            if L >= 32:
+                for v in T.vectorized(16):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
+            if L >= 16:
+                for v in T.vectorized(8):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
+            if L >= 8:
+                for v in T.vectorized(4):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
+            if L >= 4:
+                for v in T.vectorized(2):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
+            if L >= 2:
+                acc[g * L] = acc[g * L] + acc[g * L + 1]
+            for kh in T.unroll(KH):
+                for kt in range(KW * CI % L):
+                    acc[g * L] = acc[g * L] + A[row, kh, KW * CI // L * L + kt] * xp[b, ih + kh, idx[base + g] * SW * CI + KW * CI // L * L + kt]
+
+    return dot
+
+
 @functools.lru_cache(maxsize=None)
 def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConfig, debug: bool) -> tirx.PrimFunc:
     """The kernel over symbolic shapes; make_dual_conv2d specializes it."""
@@ -129,8 +175,8 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
     G, L, CB = config.rows_per_group, config.lanes, config.channel_block
     ldt = config.little_dtype
     padded = PT + PL + PB + PR > 0
-    exact_dot = make_patch_dot(G, L, True, KH, KW)
-    exact_dot1 = make_patch_dot(1, L, True, KH, KW)
+    exact_dot = make_pixel_dot(G, L, KH, KW, SW)
+    exact_dot1 = make_pixel_dot(1, L, KH, KW, SW)
     proj_dot = make_patch_dot(G, L, False, KH, KW)
     proj_dot1 = make_patch_dot(1, L, False, KH, KW)
 
@@ -138,12 +184,11 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
         return apply_activation(v, "relu")  # keeps NaN, as PyTorch does
 
     @T.macro
-    def pixel(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, little_out, sens_out, b, oh, ow, CI, CO, R, NCB, cnt_row):
+    def little_pixel(xp, P, Ps, WLT, WLs, bL, res, y, b, oh, ow, CI, CO, R, NCB):
+        """y[b, oh, ow, :] = little values of the pixel, shortcut included (scratch until step 3)."""
         acc = T.alloc_buffer((G * L,), "float32")
         u = T.alloc_buffer((R,), "float32")
         zl = T.alloc_buffer((NCB * CB,), "float32")
-        idx = T.alloc_buffer((NCB * CB,), "int32")
-        # 1. little projection, G rows at a time
         for rg in range(R // G):
             proj_dot(acc, P, 0, rg * G, xp, b, oh * SH, ow * SW, CI)
             for g in T.unroll(G):
@@ -151,7 +196,6 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
         for rt in range(R % G):
             proj_dot1(acc, P, 0, R // G * G + rt, xp, b, oh * SH, ow * SW, CI)
             u[R // G * G + rt] = acc[0] * Ps[R // G * G + rt]
-        # 2. little values, CB channels at a time (padded channels have an empty sensitive range)
         for cb in range(NCB):
             for v in T.vectorized(CB):
                 zl[cb * CB + v] = T.float32(0)
@@ -160,38 +204,46 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
                     zl[cb * CB + v] = zl[cb * CB + v] + T.Cast("float32", WLT[r, cb * CB + v]) * u[r]
             for v in T.vectorized(CB):
                 zl[cb * CB + v] = zl[cb * CB + v] * WLs[cb * CB + v] + bL[cb * CB + v]
-        if has_residual:
-            for co in range(CO):
-                zl[co] = zl[co] + res[b, oh, ow, co]
-        # 3. mask and branch-free compaction
-        cnt = T.alloc_buffer((1,), "int32")  # a stack slot (a scalar variable would be a workspace)
-        cnt[0] = 0
         for co in range(CO):
-            idx[cnt[0]] = co
-            cnt[0] = cnt[0] + T.Cast("int32", sensitive(zl[co], lo[co], hi[co]))
-        if debug:
-            for co in range(CO):
-                little_out[b, oh, ow, co] = zl[co]
-                sens_out[b, oh, ow, co] = T.Cast("int8", sensitive(zl[co], lo[co], hi[co]))
-        # 4./5. zeros, then the exact outputs over them
-        for co in range(CO):
-            y[b, oh, ow, co] = T.float32(0)
-        for j in range(cnt[0] // G):
-            exact_dot(acc, W, idx, j * G, xp, b, oh * SH, ow * SW, CI)
-            for g in T.unroll(G):
-                if has_residual:
-                    y[b, oh, ow, idx[j * G + g]] = relu(acc[g * L] + bias[idx[j * G + g]] + res[b, oh, ow, idx[j * G + g]])
-                else:
-                    y[b, oh, ow, idx[j * G + g]] = relu(acc[g * L] + bias[idx[j * G + g]])
-        for jt in range(cnt[0] % G):
-            exact_dot1(acc, W, idx, cnt[0] // G * G + jt, xp, b, oh * SH, ow * SW, CI)
             if has_residual:
-                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = relu(
-                    acc[0] + bias[idx[cnt[0] // G * G + jt]] + res[b, oh, ow, idx[cnt[0] // G * G + jt]]
-                )
+                y[b, oh, ow, co] = zl[co] + res[b, oh, ow, co]
             else:
-                y[b, oh, ow, idx[cnt[0] // G * G + jt]] = relu(acc[0] + bias[idx[cnt[0] // G * G + jt]])
-        cnt_row[0] = cnt_row[0] + cnt[0]
+                y[b, oh, ow, co] = zl[co]
+
+    @T.macro
+    def exact_out(y, bias, res, b, oh, ow, co, v):
+        if has_residual:
+            y[b, oh, ow, co] = relu(v + bias[co] + res[b, oh, ow, co])
+        else:
+            y[b, oh, ow, co] = relu(v + bias[co])
+
+    @T.macro
+    def row(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, little_out, sens_out, b, oh, CI, CO, R, NCB, OW, cnt_row):
+        # 1.-2. little values of the whole output row, written into the output row as scratch
+        for ow in range(OW):
+            little_pixel(xp, P, Ps, WLT, WLs, bL, res, y, b, oh, ow, CI, CO, R, NCB)
+        acc = T.alloc_buffer((G * L,), "float32")
+        idx = T.alloc_buffer((OW,), "int32")
+        cnt = T.alloc_buffer((1,), "int32")  # a stack slot (a scalar variable would be a workspace)
+        for co in range(CO):
+            # 3. this channel's sensitive pixels of the row (branch-free compaction); zeros elsewhere
+            cnt[0] = 0
+            for ow in range(OW):
+                if debug:
+                    little_out[b, oh, ow, co] = y[b, oh, ow, co]
+                    sens_out[b, oh, ow, co] = T.Cast("int8", sensitive(y[b, oh, ow, co], lo[co], hi[co]))
+                idx[cnt[0]] = ow
+                cnt[0] = cnt[0] + T.Cast("int32", sensitive(y[b, oh, ow, co], lo[co], hi[co]))
+                y[b, oh, ow, co] = T.float32(0)
+            # 4. exact outputs, G pixels at a time sharing each weight vector of the channel
+            for j in range(cnt[0] // G):
+                exact_dot(acc, W, idx, j * G, co, xp, b, oh * SH, CI)
+                for g in T.unroll(G):
+                    exact_out(y, bias, res, b, oh, idx[j * G + g], co, acc[g * L])
+            for jt in range(cnt[0] % G):
+                exact_dot1(acc, W, idx, cnt[0] // G * G + jt, co, xp, b, oh * SH, CI)
+                exact_out(y, bias, res, b, oh, idx[cnt[0] // G * G + jt], co, acc[0])
+            cnt_row[0] = cnt_row[0] + cnt[0]
 
     @T.macro
     def rows(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, count, little_out, sens_out, B, CI, CO, R, NCB, OH, OW):
@@ -199,13 +251,13 @@ def dual_conv2d_template(static: tuple, has_residual: bool, config: DualConvConf
         for boh in T.parallel(B * OH):
             cnt_row = T.alloc_buffer((1,), "int32")
             cnt_row[0] = 0
-            for ow in range(OW):
-                pixel(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, little_out, sens_out, boh // OH, boh % OH, ow, CI, CO, R, NCB, cnt_row)
+            row(xp, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, little_out, sens_out, boh // OH, boh % OH, CI, CO, R, NCB, OW, cnt_row)
             row_count[boh] = cnt_row[0]
-        total: T.int32 = 0
+        total = T.alloc_buffer((1,), "int32")
+        total[0] = 0
         for i in range(B * OH):
-            total = total + row_count[i]
-        count[0] = total
+            total[0] = total[0] + row_count[i]
+        count[0] = total[0]
 
     @T.macro
     def body(x, W, bias, res, P, Ps, WLT, WLs, bL, lo, hi, y, count, little_out, sens_out, B, H, Wd, CI, CO, R, NCB, OH, OW):
