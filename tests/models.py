@@ -43,3 +43,33 @@ class GeluMLP(nn.Module):
 
     def forward(self, x):
         return self.head(torch.tanh(self.fc2(F.gelu(self.fc1(x)))))
+
+
+class OddConvNet(nn.Module):
+    """Odd channel counts and spatial sizes, conv bias, batch norm, ReLU6, stride 2, max pooling, a
+    residual block with an identity shortcut and one with a 1x1 stride-2 shortcut, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tvm_dual.cnn_models import BasicBlock
+
+        self.conv1 = nn.Conv2d(3, 5, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(5)
+        self.conv2 = nn.Conv2d(5, 7, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(7)
+        self.block1 = BasicBlock(7, 7, 1)
+        self.block2 = BasicBlock(7, 9, 2)
+        self.head = nn.Linear(9, 4)
+        for m in self.modules():  # non-trivial batch-norm statistics, so that folding is tested
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = F.max_pool2d(h, 2, ceil_mode=False) if h.shape[-1] > 6 else h
+        h = F.relu6(self.bn2(self.conv2(h)))
+        h = self.block2(self.block1(h))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))

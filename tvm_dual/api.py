@@ -14,12 +14,14 @@ from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
+from .conv_plan import CONV_LITTLE, ConvPlan, conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
+from .conv_sites import ConvSite, find_conv_sites
 from .frontend import ImportedModel, import_model, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
 from .tuning.dense_metaschedule import database_dir, has_database
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
-from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
+from .plan import DualLayerPlan, DualPlan, check_ratio, thresholds_for_ratio
 from .reference import little_values
 from .recurrent import RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
 from .recurrent_calibrate import plan_recurrent
@@ -61,11 +63,6 @@ def _layer_names(sites: list[LinearSite], names_by_digest: dict[str, str]) -> di
 def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -> dict[str, float]:
     """site key -> validated ratio (0 for layers left dense)."""
 
-    def check(value, what):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"insensitive ratio for {what} must be a number in [0, 1), got {value!r}")
-        return float(value)
-
     candidates = {names[s.key]: s for s in sites if s.dual_ok}
     if isinstance(insensitive_ratio, Mapping):
         by_name = {s.key: names[s.key] for s in sites}
@@ -75,9 +72,9 @@ def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -
                 raise ValueError(f"layer {name!r} cannot be compiled as a dual module: {others[name]}")
             if name not in candidates and name not in others:
                 raise ValueError(f"no dual-capable layer named {name!r}; candidates are {sorted(candidates)}")
-            check(value, f"layer {name!r}")
-        return {key: check(insensitive_ratio.get(by_name[key], 0.0), by_name[key]) for key in by_name if by_name[key] in candidates}
-    ratio = check(insensitive_ratio, "the model")
+            check_ratio(value, f"layer {name!r}")
+        return {key: check_ratio(insensitive_ratio.get(by_name[key], 0.0), by_name[key]) for key in by_name if by_name[key] in candidates}
+    ratio = check_ratio(insensitive_ratio, "the model")
     return {s.key: ratio for s in sites if s.dual_ok}
 
 
@@ -197,6 +194,9 @@ class PlannedModel:
     recurrent_sites: list[RecurrentSite] = field(default_factory=list)
     recurrent_plan: RecurrentPlan = field(default_factory=RecurrentPlan)
     vanilla_rnns: list[str] = field(default_factory=list)  # nn.RNN layers, which stay dense
+    conv_sites: list[ConvSite] = field(default_factory=list)
+    conv_names: dict[str, str] = field(default_factory=dict)  # conv site key -> Conv2d module path
+    conv_plan: ConvPlan = field(default_factory=ConvPlan)
 
 
 def _dense_database(schedules, target: tvm.target.Target) -> str | None:
@@ -220,18 +220,25 @@ def plan_dual(
 ) -> PlannedModel:
     """Import, calibrate and fit little modules, without building (see compile_dual)."""
     tvm_target = resolve_target(target)
+    conv_little = little or CONV_LITTLE
     little = little or LittleConfig()
     inputs = normalize_inputs(example_inputs)
     imported = import_model(model, inputs)
     order = {digest: i for i, digest in enumerate(imported.layer_names)}  # the model's parameter order
     sites = sorted(find_linear_sites(imported.mod["main"]), key=lambda s: order.get(s.digest, len(order)))
     names = _layer_names(sites, imported.layer_names)
+    conv_sites = find_conv_sites(imported.mod["main"])
+    conv_names = conv_layer_names(model, conv_sites)
     rec_sites, vanilla = find_recurrent_sites(imported.mod["main"], imported.layer_names)
-    insensitive_ratio, rec_ratios, rec_messages = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
-    ratios = _ratios(insensitive_ratio, sites, names)
-    for message in rec_messages:
-        warnings.warn(message, DualCompileWarning, stacklevel=3)
-    unsupported = [f"{names[s.key]!r} ({s.reason})" for s in sites if not s.dual_ok]
+    insensitive_ratio, rec_ratios = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
+    linear_ratio, conv_ratio = split_ratios(insensitive_ratio, conv_names.values())
+    ratios = _ratios(linear_ratio, sites, names)
+    unsupported = (
+        [f"{names[s.key]!r} ({s.reason})" for s in sites if not s.dual_ok]
+        + [f"{conv_names[s.key]!r} ({s.reason})" for s in conv_sites if not s.dual_ok]
+        + [f"{s.name!r} ({s.reason})" for s in rec_sites if not s.dual_ok]
+        + [f"{name!r} (a vanilla RNN cell has no gate kernel)" for name in vanilla]
+    )
     if unsupported:  # one warning for the model, listing every layer
         warnings.warn(
             f"{len(unsupported)} layer(s) stay dense (exact): {'; '.join(unsupported)}", DualCompileWarning, stacklevel=3
@@ -245,15 +252,21 @@ def plan_dual(
         model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
         recurrent or RecurrentConfig(), tvm_target,
     )
+    conv_plan = plan_conv_layers(
+        model, imported, conv_sites, conv_names, conv_ratios(conv_ratio, conv_sites, conv_names), calibration_batches,
+        conv_little,
+    )
     return PlannedModel(
-        imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target), rec_sites, rec_plan, vanilla
+        imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target),
+        rec_sites, rec_plan, vanilla, conv_sites, conv_names, conv_plan,
     )
 
 
 def build_dual(planned: PlannedModel) -> DualModule:
     """Rewrite and compile a planned model."""
     imported, plan, rec_plan, tvm_target = planned.imported, planned.plan, planned.recurrent_plan, planned.target
-    passes = [RecurrentGateRewrite(rec_plan), *rewrite_passes(plan, report_counters=True)]
+    conv_plan = planned.conv_plan
+    passes = [RecurrentGateRewrite(rec_plan), *rewrite_passes(plan, report_counters=True, conv_plan=conv_plan)]
     mod = tvm.transform.Sequential(passes)(imported.mod)
     main_attrs = mod["main"].attrs
     counter_layers = [str(n) for n in main_attrs[COUNTER_LAYERS_ATTR]] if COUNTER_LAYERS_ATTR in main_attrs else []
@@ -265,12 +278,18 @@ def build_dual(planned: PlannedModel) -> DualModule:
         "counter_layers": counter_layers,
         "dense_schedules": planned.dense_database or "dlight rules (no MetaSchedule database)",
         "layers": [_layer_metadata(layer) for layer in plan.layers.values()]
-        + [layer.metadata() for layer in rec_plan.layers.values()],
+        + [layer.metadata() for layer in rec_plan.layers.values()]
+        + [layer.metadata() for layer in conv_plan.layers.values()],
         "dense_layers": [
             {"name": planned.names[s.key], "reason": s.reason or "ratio 0"} for s in planned.sites if s.key not in plan.layers
         ]
         + [{"name": s.name, "reason": s.reason or "ratio 0"} for s in planned.recurrent_sites if s.key not in rec_plan.layers]
-        + [{"name": name, "reason": "vanilla RNN cell"} for name in planned.vanilla_rnns],
+        + [{"name": name, "reason": "vanilla RNN cell"} for name in planned.vanilla_rnns]
+        + [
+            {"name": planned.conv_names[s.key], "reason": s.reason or "ratio 0"}
+            for s in planned.conv_sites
+            if s.key not in conv_plan.layers
+        ],
     }
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):

@@ -15,6 +15,7 @@ from tvm import relax
 from .frontend import ImportedModel, import_model, normalize_inputs
 from .target import host_target
 from .plan import DualPlan
+from .transform.dense_conv_rewrite import DenseConvRewrite
 from .transform.dense_gemv_rewrite import DenseGemvRewrite
 from .transform.dual_module_rewrite import DualModuleRewrite
 from .transform.insert_calibration_probes import PROBE_FUNC, InsertCalibrationProbes
@@ -71,7 +72,7 @@ def capture_layer_inputs(
                 passes = [InsertCalibrationProbes(keys)]
                 if plan is not None:
                     passes.append(DualModuleRewrite(plan))
-                mod = tvm.transform.Sequential([*passes, DenseGemvRewrite()])(source.mod)
+                mod = tvm.transform.Sequential([*passes, DenseGemvRewrite(), DenseConvRewrite()])(source.mod)
                 vms[sig] = relax.VirtualMachine(compile_module(mod, host), tvm.cpu())
             vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
     finally:

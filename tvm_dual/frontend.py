@@ -12,6 +12,7 @@ import tvm
 from tvm.relax.frontend.torch import from_exported_program
 
 from .sites import weight_digest
+from .transform.conv_prepare import prepare_convolutions
 
 
 class ModelImportError(RuntimeError):
@@ -96,6 +97,7 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
             raise ModelImportError(
                 f"TVM's PyTorch frontend cannot translate {type(model).__name__}: {str(err).splitlines()[0]}"
             ) from err
+    mod = prepare_convolutions(mod)  # NHWC, batch norm folded; a no-op without convolutions
     names = [spec.arg.name for spec in exported.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     specs = [
         TensorSpec(name=names[i] if i < len(names) else f"input{i}", shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""))

@@ -46,6 +46,13 @@ class DualPlan:
         return len(self.layers)
 
 
+def check_ratio(value, what: str) -> float:
+    """A validated insensitive ratio: a number in [0, 1) (1 would skip every row: no layer left)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"insensitive ratio for {what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def thresholds_for_ratio(little_values: np.ndarray, act: str, ratio: float) -> tuple[float, float, float]:
     """(lo, hi, observed insensitive fraction) so that `ratio` of the little values are insensitive.
 

@@ -31,6 +31,7 @@ from tvm import relax
 from .kernels.dual_dense import MAX_BATCH, DualKernelConfig
 from .kernels.dual_gates import CELLS, GATES, GateShape, gate_little_bytes
 from .little import LittleModule
+from .plan import check_ratio
 from .sites import WeightKeys, constant_array, static_shape
 
 _CONST = tvm.ir.GenericConst  # relax.Constant in TVM 0.27
@@ -443,26 +444,23 @@ class RecurrentPlan:
 def split_recurrent_ratios(insensitive_ratio, sites: list[RecurrentSite], vanilla: list[str]):
     """Separate the recurrent layers' ratios from compile_dual's insensitive_ratio argument.
 
-    Returns (what is left for the linear layers, site key -> ratio for dual-capable recurrent
-    layers, warnings for recurrent layers that stay dense). A float applies to every layer; a
-    mapping names layers (recurrent names as in stats(): "rnn.l0", "cell").
+    Returns (what is left for the other layers, site key -> ratio for dual-capable recurrent
+    layers). A float applies to every layer; a mapping names layers (recurrent names as in
+    stats(): "rnn.l0", "cell").
     """
-    messages = [f"recurrent layer {s.name!r} stays dense (exact): {s.reason}" for s in sites if not s.dual_ok]
-    messages += [f"recurrent layer {name!r} stays dense (exact): a vanilla RNN cell has no gate kernel" for name in vanilla]
     if not isinstance(insensitive_ratio, Mapping):
-        return insensitive_ratio, {s.key: insensitive_ratio for s in sites if s.dual_ok}, messages
+        return insensitive_ratio, {s.key: insensitive_ratio for s in sites if s.dual_ok}
     by_name = {s.name: s for s in sites}
     rest = {name: v for name, v in insensitive_ratio.items() if name not in by_name and name not in vanilla}
     ratios = {}
     for name, value in insensitive_ratio.items():
         if name not in by_name and name not in vanilla:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"insensitive ratio for layer {name!r} must be a number in [0, 1), got {value!r}")
+        check_ratio(value, f"layer {name!r}")
         site = by_name.get(name)
         if float(value) > 0 and (site is None or not site.dual_ok):
             reason = site.reason if site is not None else "a vanilla RNN cell has no gate kernel"
             raise ValueError(f"layer {name!r} cannot be compiled as a dual module: {reason}")
         if site is not None:
             ratios[site.key] = float(value)
-    return rest, ratios, messages
+    return rest, ratios

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import tvm
 from tvm import relax
@@ -10,19 +11,30 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
 from ..plan import DualPlan
+from .dense_conv_rewrite import DenseConvRewrite
 from .dense_gemv_rewrite import DenseGemvRewrite
+from .dual_conv_rewrite import DualConvRewrite
 from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
 
+if TYPE_CHECKING:
+    from ..conv_plan import ConvPlan
 
-def rewrite_passes(plan: DualPlan | None, report_counters: bool, gemv_template: bool = True) -> list[tvm.transform.Pass]:
+
+def rewrite_passes(
+    plan: DualPlan | None, report_counters: bool, gemv_template: bool = True, conv_plan: ConvPlan | None = None
+) -> list[tvm.transform.Pass]:
     """Graph rewrites that must run before LegalizeOps/FoldConstant (they match permute_dims(W)).
-    gemv_template=False leaves dense linear layers to legalization (and MetaSchedule or dlight)."""
+    gemv_template=False leaves dense linear layers to legalization (and MetaSchedule or dlight);
+    conv_plan holds the dual convolution layers (the other convolutions get the dense conv kernel)."""
     passes: list[tvm.transform.Pass] = []
     if plan is not None and len(plan):
         passes.append(DualModuleRewrite(plan))
+    if conv_plan is not None and len(conv_plan):
+        passes.append(DualConvRewrite(conv_plan))
     if gemv_template:
         passes.append(DenseGemvRewrite())
+    passes.append(DenseConvRewrite())
     if report_counters:
         passes.append(ExposeDualCounters())
     return passes

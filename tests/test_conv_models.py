@@ -1,0 +1,45 @@
+"""Convolutional networks: ratio 0 is the PyTorch model; dual layers are planned, named and counted."""
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_dual
+from models import OddConvNet
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 15, 13), (2, 3, 9, 11)])
+def test_ratio_zero_matches_pytorch(shape):
+    model = OddConvNet().eval()
+    mod = tvm_dual.compile_dual(model, (torch.randn(shape),), insensitive_ratio=0.0)
+    assert mod.metadata["layers"] == []
+    dense = {d["name"] for d in mod.metadata["dense_layers"]}
+    assert {"conv1", "conv2", "block1.conv1", "block1.conv2", "block2.conv1", "block2.conv2"} <= dense
+    for _ in range(3):
+        x = torch.randn(shape) * 2
+        with torch.no_grad():
+            expected = model(x)
+        assert (mod(x) - expected).abs().max().item() <= 1e-4
+
+
+def test_dual_layers_are_planned_and_counted():
+    model = OddConvNet().eval()
+    calibration = [torch.randn(32, 3, 15, 13) for _ in range(4)]
+    ratios = {"conv1": 0.5, "block1.conv2": 0.7, "block2.conv1": 0.3}
+    mod = tvm_dual.compile_dual(model, (torch.randn(1, 3, 15, 13),), calibration=calibration, insensitive_ratio=ratios)
+    stats = mod.stats()
+    assert {s.name for s in stats} == set(ratios)
+    x = torch.randn(200, 1, 3, 15, 13)
+    outputs = np.stack([mod(xi).numpy() for xi in x])
+    assert np.isfinite(outputs).all()
+    stats = mod.stats()
+    for name, ratio in ratios.items():
+        layer = stats[name]
+        assert layer.calls == 200 and abs(layer.calibration_ratio - ratio) < 0.02
+        assert abs(layer.observed_ratio - ratio) < 0.1, (name, layer.observed_ratio)  # same distribution as calibration
+    assert mod.metadata["layers"][0]["kind"] == "conv2d"
+
+
+def test_unknown_layer_name_is_an_error():
+    with pytest.raises(ValueError, match="no dual-capable layer"):
+        tvm_dual.compile_dual(OddConvNet().eval(), (torch.randn(1, 3, 15, 13),), insensitive_ratio={"nope": 0.5})
