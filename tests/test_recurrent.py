@@ -194,7 +194,7 @@ def test_unsupported_recurrent_layer_stays_dense_with_a_warning():
     model = MixedRecurrent().eval()
     x = torch.randn(4, 1, 11)
     calibration = [(torch.randn(4, 1, 11),) for _ in range(30)]
-    with pytest.warns(tvm_dual.DualCompileWarning, match=r"'rnn.l0' stays dense \(exact\): a vanilla RNN"):
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"1 layer\(s\) stay dense \(exact\): 'rnn.l0' \(a vanilla RNN"):
         mod = tvm_dual.compile_dual(model, (x,), calibration=calibration, insensitive_ratio=0.3)
     assert [layer["name"] for layer in mod.metadata["layers"]] == ["lstm.l0"]
     assert "rnn.l0" in [layer["name"] for layer in mod.metadata["dense_layers"]]
