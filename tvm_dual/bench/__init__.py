@@ -28,16 +28,20 @@ engines/__init__.py: numpy, torch, onnxruntime, openvino-f32, openvino, tvm-untu
 tvm-dense, tvm-dual.
 """
 
-from . import workloads  # noqa: F401  (registers the built-in workloads)
+from . import workloads, workloads_trained  # noqa: F401  (register the built-in workloads)
 from .report import render_document, render_run, summarize, write_outputs
 from .runner import BenchError, run_benchmark
 from .settings import BenchSettings, smoke_settings
 from .timing import TimingPlan
 from .workloads import WORKLOADS, Workload, WorkloadError, register_workload
 
-# The runs behind docs/BENCHMARKS.md, in document order: (workload, parameters, setting overrides).
-DOCS_RUNS: list[tuple[str, dict, dict]] = [
-    ("linear", {}, {"ratios": [0.25, 0.5, 0.75, 0.9]}),
+# The runs behind docs/BENCHMARKS.md, in document order: (name, workload, parameters, setting
+# overrides); each writes docs/benchmarks/<name>.json.
+DOCS_RUNS: list[tuple[str, str, dict, dict]] = [
+    ("linear", "linear", {}, {"ratios": [0.25, 0.5, 0.75, 0.9]}),
+    ("ptb_lstm-750", "ptb_step", {"model": "lstm-750"}, {"ratios": [0.1, 0.3, 0.5, 0.7, 0.9]}),
+    ("ptb_gru-750", "ptb_step", {"model": "gru-750"}, {"ratios": [0.1, 0.3, 0.5, 0.7, 0.9]}),
+    ("resnet20_fmnist", "resnet20_fmnist", {}, {"ratios": [0.5, 0.7, 0.8]}),
 ]
 
 __all__ = [

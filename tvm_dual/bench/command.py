@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--note", help="a note printed at the top of the report (e.g. about machine load)")
     out.add_argument("--keep-artifacts", action="store_true", help="keep compiled libraries in OUT/artifacts")
     out.add_argument("--docs", action="store_true", help="write into docs/benchmarks/ and regenerate docs/BENCHMARKS.md")
+    out.add_argument("--docs-run", action="append", metavar="NAME",
+                     help="with --docs: only this run of docs/BENCHMARKS.md (repeatable; --list names them)")
     out.add_argument("--render", type=Path, nargs="+", metavar="JSON", help="only render stored results (no run)")
     out.add_argument("--doc", type=Path, default=DOCS_FILE, help="document --render writes (default: docs/BENCHMARKS.md)")
     out.add_argument("--list", action="store_true", help="list workloads and engines, then exit")
@@ -91,6 +93,7 @@ def _settings(args: argparse.Namespace, command: str, workload: str, params: dic
 
 
 def _list() -> int:
+    from . import DOCS_RUNS
     from .engines import ENGINES
     from .workloads import WORKLOADS, workload_parameters
 
@@ -98,6 +101,9 @@ def _list() -> int:
     for name in WORKLOADS:
         params = ", ".join(f"{k}={v!r}" for k, v in workload_parameters(name).items())
         print(f"  {name:<12} {params}")
+    print("docs runs (--docs --docs-run NAME):")
+    for name, workload, params, _ in DOCS_RUNS:
+        print(f"  {name:<16} {workload} {params}")
     print("engines:")
     for name, engine in ENGINES.items():
         reason = engine.unavailable()
@@ -130,12 +136,18 @@ def run(args: argparse.Namespace, command: str) -> int:
         raise ValueError("--docs records full runs; it cannot be combined with --smoke")
     if args.docs and not (CHECKOUT / "pyproject.toml").is_file():
         raise ValueError(f"--docs writes into a tvm-dual source checkout, and {CHECKOUT} is not one (pip install -e .)")
+    if args.docs_run and not args.docs:
+        raise ValueError("--docs-run selects runs of --docs; give --docs too")
     if args.docs and not args.workload and not args.model:
-        runs = DOCS_RUNS
+        known = [run[0] for run in DOCS_RUNS]
+        unknown = [name for name in args.docs_run or [] if name not in known]
+        if unknown:
+            raise ValueError(f"no docs run named {', '.join(unknown)}; the runs are {', '.join(known)}")
+        runs = [run for run in DOCS_RUNS if not args.docs_run or run[0] in args.docs_run]
     else:
-        runs = [(workload, params, {})]
-    for name, run_params, overrides in runs:
-        settings = _settings(args, command, name, {**run_params, **params} if args.docs else run_params, overrides)
+        runs = [(workload, workload, params, {})]
+    for name, run_workload, run_params, overrides in runs:
+        settings = _settings(args, command, run_workload, {**run_params, **params} if args.docs else run_params, overrides)
         out = args.out or Path("bench_out") / name  # logs (and artifacts) stay here, out of docs/
         results = run_benchmark(settings, out, keep_artifacts=args.keep_artifacts)
         if args.note:
@@ -147,7 +159,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             print(paths["markdown"].read_text())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.docs:
-        order = [DOCS_DIR / f"{name}.json" for name, _, _ in DOCS_RUNS]
+        order = [DOCS_DIR / f"{run[0]}.json" for run in DOCS_RUNS]
         stored = [p for p in order if p.is_file()] + sorted(p for p in DOCS_DIR.glob("*.json") if p not in order)
         DOCS_FILE.write_text(render_document(stored, DOCS_FILE))
         print(f"wrote {DOCS_FILE}")

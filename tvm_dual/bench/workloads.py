@@ -57,6 +57,7 @@ class Workload:
     quality_name: str = ""
     quality_higher_is_better: bool = False
     notes: list[str] = field(default_factory=list)
+    validation: list[tuple] | None = None  # input tuples thresholds are chosen on (compile_dual's validation=)
 
 
 class WorkloadError(ValueError):

@@ -203,7 +203,8 @@ class TvmDualEngine(Engine):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", tvm_dual.DualCompileWarning)
                 module = tvm_dual.compile_dual(
-                    workload.model, workload.example_inputs, calibration=workload.calibration, insensitive_ratio=ratio
+                    workload.model, workload.example_inputs, calibration=workload.calibration,
+                    validation=workload.validation, insensitive_ratio=ratio,
                 )
             layers = module.metadata["layers"]
             if not layers:
