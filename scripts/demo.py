@@ -109,7 +109,7 @@ def main() -> None:
             cells.append(f"{1e6 * t:>10.1f} ({dense_layers[name] / t:4.2f}x, {torch_layers[name] / t:4.2f}x)")
         label = "dense" if ratio == 0 else f"{ratio:.2f}"
         print(f"{label:>5} {100 * acc:>8.2f}% {1e6 * latency:>9.1f}  " + "  ".join(f"{c:>30}" for c in cells))
-    print(f"PyTorch per layer: " + ", ".join(f"{name} {1e6 * t:.1f} us" for name, t in torch_layers.items()))
+    print("PyTorch per layer: " + ", ".join(f"{name} {1e6 * t:.1f} us" for name, t in torch_layers.items()))
     for ratio in args.ratios:
         print(f"\nper-layer stats at ratio {ratio}:\n{results[ratio][3]}")
 

@@ -1,6 +1,5 @@
 """export_library / tvm_dual.load: identical outputs, metadata, and clear errors on bad files."""
 
-import numpy as np
 import pytest
 import torch
 import tvm

@@ -1,6 +1,5 @@
 """Quality on real data: a small MLP trained here on Fashion-MNIST keeps its accuracy at ratio 0.5."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -3,10 +3,9 @@
 A plain conv stack (natural ReLU sparsity about 50%). A residual variant of it (block output ReLU
 after the shortcut add, whose natural sparsity is only about 30%) lost 1.1 to 1.9 points at a
 uniform ratio 0.5 in our runs even with rank-6 little modules: such layers need a lower ratio than
-the others (docs/RESULTS.md). Residual dual layers are tested for correctness in test_conv_models.
+the others. Residual dual layers are tested for correctness in test_conv_models.
 """
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -1,6 +1,5 @@
 """LSTM/GRU: exactness at ratio 0, the gate rewrite's graph surgery, step functions, bad inputs."""
 
-import warnings
 
 import numpy as np
 import pytest

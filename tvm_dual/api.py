@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import tvm
-from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs

@@ -27,7 +27,7 @@ MAX_ROWS_PER_LAYER = 50_000
 _active = threading.local()
 
 
-def _probe(tensor, slot):
+def probe(tensor, slot):
     sink = getattr(_active, "sink", None)
     if sink is not None:
         array = tensor.numpy()
@@ -35,11 +35,42 @@ def _probe(tensor, slot):
     return tensor
 
 
-tvm_ffi.register_global_func(PROBE_FUNC, _probe, override=True)
+tvm_ffi.register_global_func(PROBE_FUNC, probe, override=True)
 
 
 def _signature(batch: Sequence[torch.Tensor]) -> tuple:
     return tuple((tuple(t.shape), t.dtype) for t in batch)
+
+
+def run_probed(
+    model: torch.nn.Module,
+    batches: Iterable,
+    imported: ImportedModel | None,
+    passes: list[tvm.transform.Pass],
+    slots: int,
+    desc: str = "calibrating",
+    compiled: dict | None = None,
+) -> list[list[np.ndarray]]:
+    """Run the model, rewritten by `passes` (which insert probes calling PROBE_FUNC), over the
+    batches on the host; returns what each probe slot recorded. A batch of a shape other than
+    `imported`'s is handled by importing the model again at that shape (once per shape). Pass the
+    same `compiled` dict to calls with the same passes to reuse their compiled models."""
+    sink: list[list[np.ndarray]] = [[] for _ in range(slots)]
+    vms: dict[tuple, relax.VirtualMachine] = {} if compiled is None else compiled
+    own = _signature_of(imported) if imported is not None else None
+    _active.sink = sink
+    try:
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=None, leave=False):
+            batch = normalize_inputs(batch)
+            sig = _signature(batch)
+            if sig not in vms:
+                source = imported if sig == own else import_model(model, batch)
+                mod = tvm.transform.Sequential(passes)(source.mod)
+                vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
+            vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
+    finally:
+        _active.sink = None
+    return sink
 
 
 def capture_layer_inputs(
@@ -60,23 +91,8 @@ def capture_layer_inputs(
     batches = [normalize_inputs(b) for b in calibration]
     if not batches:
         raise ValueError("calibration data is empty")
-    sink: list[list[np.ndarray]] = [[] for _ in keys]
-    vms: dict[tuple, relax.VirtualMachine] = {}
-    host = host_target()
-    _active.sink = sink
-    try:
-        for batch in tqdm(batches, desc="calibrating", unit="batch", disable=None, leave=False):
-            sig = _signature(batch)
-            if sig not in vms:
-                source = imported if imported is not None and _signature_of(imported) == sig else import_model(model, batch)
-                passes = [InsertCalibrationProbes(keys)]
-                if plan is not None:
-                    passes.append(DualModuleRewrite(plan))
-                mod = tvm.transform.Sequential([*passes, DenseGemvRewrite(), DenseConvRewrite()])(source.mod)
-                vms[sig] = relax.VirtualMachine(compile_module(mod, host), tvm.cpu())
-            vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
-    finally:
-        _active.sink = None
+    passes = [InsertCalibrationProbes(keys)] + ([DualModuleRewrite(plan)] if plan is not None else [])
+    sink = run_probed(model, batches, imported, [*passes, DenseGemvRewrite(), DenseConvRewrite()], len(keys))
     captured = {}
     for key, parts in zip(keys, sink):
         if not parts:

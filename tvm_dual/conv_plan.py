@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import tvm
-from tvm import relax
 
 from . import calibrate
 from .conv_sites import ConvGeometry, ConvSite, find_conv_sites
@@ -25,16 +23,15 @@ from .frontend import ImportedModel, import_model, normalize_inputs
 from .kernels.dual_conv2d import DualConvConfig, default_dual_conv_config
 from .little import LittleConfig, LittleModule, choose_rank, fit_little_module
 from .plan import DualPlan, check_ratio, thresholds_for_ratio
-from .target import host_target
 from .transform.dense_conv_rewrite import DenseConvRewrite
 from .transform.dense_gemv_rewrite import DenseGemvRewrite
 from .transform.dual_module_rewrite import DualModuleRewrite
 from .transform.insert_conv_calibration_probes import InsertConvCalibrationProbes
-from .transform.pipeline import compile_module
 
 MAX_PATCHES = 50_000  # patches sampled per layer for the fit and the threshold
 # Little modules of convolutions when compile_dual gets no LittleConfig: the output-aware projection
-# (PCA of the inputs predicts the few output channels of a convolution badly: docs/RESULTS.md).
+# (PCA keeps the input directions of largest variance, which need not be the few directions a
+# convolution's small number of output channels depends on).
 CONV_LITTLE = LittleConfig(projection="rrr", max_cost_fraction=0.15)
 
 
@@ -171,26 +168,12 @@ def capture_conv_inputs(
     from .transform.dual_conv_rewrite import DualConvRewrite  # it imports this module
 
     keys = [key for key, _, _ in layers]
-    sink: list[list[np.ndarray]] = [[] for _ in range(2 * len(keys))]
-    vms: dict[tuple, relax.VirtualMachine] = {}
-    calibrate._active.sink = sink
-    try:
-        for batch in calibration:
-            batch = normalize_inputs(batch)
-            sig = calibrate._signature(batch)
-            if sig not in vms:
-                same = imported is not None and calibrate._signature_of(imported) == sig
-                source = imported if same else import_model(model, batch)
-                passes = [InsertConvCalibrationProbes(keys)]
-                if conv_plan is not None:
-                    passes.append(DualConvRewrite(conv_plan))
-                if plan is not None:
-                    passes.append(DualModuleRewrite(plan))
-                mod = tvm.transform.Sequential([*passes, DenseGemvRewrite(), DenseConvRewrite()])(source.mod)
-                vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
-            vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
-    finally:
-        calibrate._active.sink = None
+    passes = [InsertConvCalibrationProbes(keys)]
+    if conv_plan is not None:
+        passes.append(DualConvRewrite(conv_plan))
+    if plan is not None:
+        passes.append(DualModuleRewrite(plan))
+    sink = calibrate.run_probed(model, calibration, imported, [*passes, DenseGemvRewrite(), DenseConvRewrite()], 2 * len(keys))
     captured = {}
     for i, (key, g, has_residual) in enumerate(layers):
         if not sink[2 * i]:

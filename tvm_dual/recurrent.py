@@ -368,7 +368,8 @@ class RecurrentConfig:
     keeps the translator's projection of the inputs over all time steps (one dense matmul per
     sequence) and skips rows of W_hh only; "auto" hoists when a layer runs more than one time
     step per call and fuses otherwise (a one-step model's "hoisted" projection is a GEMV, as
-    memory-bound as W_hh itself). docs/RESULTS.md has the measurements behind the default.
+    memory-bound as W_hh itself; scripts/bench_rnn_layer.py --steps 35 --modes fused hoisted
+    measures the choice).
     kernel: knobs of the gate kernel (little_block at most 32).
     """
 

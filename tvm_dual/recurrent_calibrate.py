@@ -10,47 +10,28 @@ x_n + r * h_n with r as the kernel will compute it (exact where the r row is sen
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 import tvm
 import tvm_ffi
-from tqdm.auto import tqdm
-from tvm import relax
 
-from .frontend import ImportedModel, import_model, normalize_inputs
+from . import calibrate
+from .frontend import ImportedModel
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
 from .little import LittleConfig, fit_little_module
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
 from .reference_gates import GateWeights
-from .target import host_target
 from .transform.dense_gemv_rewrite import DenseGemvRewrite
 from .transform.insert_recurrent_probes import PROBE_FUNC, InsertRecurrentProbes
-from .transform.pipeline import compile_module
 
 MAX_FIT_ROWS = 50_000  # steps kept per layer for the little-module fit
 MAX_THRESHOLD_ROWS = 20_000  # steps kept per layer for thresholds (values of all gates are held at once)
 
-_active = threading.local()
-
-
-def _probe(tensor, slot):
-    sink = getattr(_active, "sink", None)
-    if sink is not None:
-        array = tensor.numpy()
-        sink[int(slot)].append(array.reshape(-1, array.shape[-1]).copy())
-    return tensor
-
-
-tvm_ffi.register_global_func(PROBE_FUNC, _probe, override=True)
-
-
-def _signature(batch: Sequence[torch.Tensor]) -> tuple:
-    return tuple((tuple(t.shape), t.dtype) for t in batch)
+# the recurrent probes record into the same slots as the linear ones
+tvm_ffi.register_global_func(PROBE_FUNC, calibrate.probe, override=True)
 
 
 # Captures of the last few compile_dual calls: compiling one model at several ratios with the same
@@ -78,23 +59,11 @@ def capture_step_inputs(
 
 def _capture(model, datasets, sites, imported, max_rows):
     keys = [s.key for s in sites]
-    vms: dict[tuple, relax.VirtualMachine] = {}
-    own = tuple((tuple(s.shape), getattr(torch, s.dtype)) for s in imported.inputs)
+    passes = [InsertRecurrentProbes(keys), DenseGemvRewrite()]
+    compiled: dict = {}  # probed models, shared by the datasets
     results = []
     for batches, limit in zip(datasets, max_rows):
-        sink: list[list[np.ndarray]] = [[] for _ in range(2 * len(keys))]
-        _active.sink = sink
-        try:
-            for batch in tqdm([normalize_inputs(b) for b in batches], desc="calibrating recurrent layers", unit="batch",
-                              disable=None, leave=False):
-                sig = _signature(batch)
-                if sig not in vms:
-                    source = imported if sig == own else import_model(model, batch)
-                    mod = tvm.transform.Sequential([InsertRecurrentProbes(keys), DenseGemvRewrite()])(source.mod)
-                    vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
-                vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])
-        finally:
-            _active.sink = None
+        sink = calibrate.run_probed(model, batches, imported, passes, 2 * len(keys), "calibrating recurrent layers", compiled)
         results.append(_pair_rows(sink, sites, limit))
     return results
 

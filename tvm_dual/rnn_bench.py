@@ -58,7 +58,7 @@ def prepare(model: str, ratios: list[float], folder: Path, steps: int = 1, modes
         warnings.simplefilter("ignore")
         dense = tvm_dual.compile_dual(layer, example, insensitive_ratio=0.0)
         dense.export_library(folder / f"tvm-dense-T{steps}.so")
-        manifest["variants"][f"tvm-dense" + (f"-T{steps}" if steps > 1 else "")] = {"ratio": 0.0, "path": f"tvm-dense-T{steps}.so"}
+        manifest["variants"]["tvm-dense" + (f"-T{steps}" if steps > 1 else "")] = {"ratio": 0.0, "path": f"tvm-dense-T{steps}.so"}
         for mode in modes:
             for ratio in ratios:
                 mod = tvm_dual.compile_dual(layer, example, calibration=calibration, validation=validation,

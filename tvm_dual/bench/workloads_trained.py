@@ -17,7 +17,6 @@ def ptb_step(model: str = "lstm-750", timing_tokens: int = 64, quality_tokens: i
     """One token step of a trained PTB model's recurrent layer: (x (1, 1, H), state) -> (out, state).
     The embedding and the decoder are not part of the timed step (the paper times the layer); the
     quality metric runs them in numpy around the step to give validation perplexity."""
-    import torch
 
     from .. import ptb
 

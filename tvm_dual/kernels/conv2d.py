@@ -53,8 +53,9 @@ class ConvConfig:
 
 
 def default_conv_config(geometry: ConvGeometry) -> ConvConfig:
-    """Knobs by output-channel count, from a search over (pixels, channels) on the ResNet-20 layers
-    (docs/RESULTS.md): 2 x 32 for 32 channels or more, 4 x 16 for 16, 4 x 8 below."""
+    """Knobs by output-channel count, picked by timing (pixels, channels) pairs on the ResNet-20
+    layers by hand (not yet a knob-tuner space): 2 x 32 for 32 channels or more, 4 x 16 for 16,
+    4 x 8 below."""
     if geometry.c_out >= 32:
         return ConvConfig(pixels=2, channels=32)
     if geometry.c_out >= 16:

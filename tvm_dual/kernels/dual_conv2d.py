@@ -16,8 +16,8 @@ computed together so that each patch vector is loaded once per G weight rows.
 Why this granularity: the exact work skipped is exactly the insensitive outputs, with no wasted
 vector lanes, because vectors run along the reduction (the patch), not along outputs. A kernel
 vectorized along output channels or pixels (the dense direct convolution, kernels/conv2d.py) must
-compute a whole vector of outputs if any lane is sensitive; docs/RESULTS.md measures how much of
-the skipped work that would give back. The price is a horizontal reduction per output and a
+compute a whole vector of outputs if any lane is sensitive, which gives back much of the skipped
+work when sensitive outputs are scattered. The price is a horizontal reduction per output and a
 load-bound inner loop (G + 1 loads per G FMAs) instead of the dense kernel's FMA-bound one.
 
 The little module is the `little.py` module of the layer seen as a matmul over im2col patches:

@@ -45,7 +45,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .little_module import LITTLE_COMPUTE, make_i16_stages, padded_k, pmadd_lanes
+from .little_module import LITTLE_COMPUTE, make_i16_stages, padded_k
 from .row_dot import check_group, make_row_group_dot, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
