@@ -1,0 +1,95 @@
+"""Quality-budget calibration on a small MLP trained here on Fashion-MNIST: the chosen per-layer
+ratios hold the accuracy budget on a split the search never saw, and skip at least as many bytes of
+W as the best uniform ratio."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_dual
+from tests.models import GeluMLP
+from tvm_dual.datasets import load_fashion_mnist
+from tvm_dual.models import FashionMLP, train_classifier
+
+MAX_DROP = 0.01  # one accuracy point
+
+
+def _correct(predict, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.array([int(np.argmax(predict(images[i : i + 1])) == labels[i]) for i in range(len(images))])
+
+
+def test_budget_holds_on_held_out_data():
+    train = load_fashion_mnist("train")
+    test = load_fashion_mnist("test")
+    torch.set_num_threads(1)
+    model = train_classifier(FashionMLP(256, 128), train.images[:20000], train.labels[:20000], seconds=1e9, epochs=1)
+    # three disjoint splits: fitting (calibration), the search's metric, and held-out checking
+    calibration = [train.images[i : i + 256] for i in range(30000, 34096, 256)]
+    search_x, search_y = torch.from_numpy(train.images[40000:50000]), train.labels[40000:50000]
+    evaluated = []
+
+    def accuracy(m) -> float:
+        evaluated.append(1)
+        return float((m(search_x).argmax(1).numpy() == search_y).mean())
+
+    budget = tvm_dual.QualityBudget(accuracy, MAX_DROP)
+    dual = tvm_dual.compile_dual(model, (test.images[:1],), calibration=calibration, quality_budget=budget)
+    report = dual.metadata["quality_budget"]
+    assert report["evaluations"] == len(evaluated) > 10
+    assert set(report["per_layer"]["ratios"]) == {"fc1", "fc2"}
+    # the search's own numbers hold the budget and per-layer beats (or ties) uniform
+    assert report["per_layer"]["metric"] >= report["metric_dense"] - MAX_DROP
+    assert report["uniform"]["metric"] >= report["metric_dense"] - MAX_DROP
+    assert report["per_layer"]["w_bytes_skipped"] >= report["uniform"]["w_bytes_skipped"] > 0
+    # the compiled module runs the ratios the search chose
+    for layer in dual.stats():
+        assert layer.target_ratio == report["per_layer"]["ratios"][layer.name]
+
+    # held out: 10000 test images, compiled module vs exact model, one image per call
+    images, labels = test.images, test.labels
+    with torch.no_grad():
+        exact = (model(torch.from_numpy(images)).argmax(1).numpy() == labels).astype(int)
+    approx = _correct(dual, images, labels)
+    drop = exact.mean() - approx.mean()
+    # The search fills the budget on its own 10000 images; a different sample sees the same drop up
+    # to sampling noise of the paired difference (standard error from the per-image differences,
+    # for both samples). 2 standard errors: a search that ignored the budget (every layer at 0.9
+    # drops about 5 points here) fails by far.
+    se = np.std(exact - approx) / math.sqrt(len(images)) * math.sqrt(2)
+    print(f"held-out drop {drop:.4f} (search {report['metric_dense'] - report['per_layer']['metric']:.4f}), se {se:.4f}, "
+          f"ratios {report['per_layer']['ratios']}, uniform {report['uniform']['ratio']}")
+    assert drop <= MAX_DROP + 2 * se, (drop, se, report)
+    skipped = sum(layer.dense_bytes * layer.observed_ratio for layer in dual.stats())
+    assert skipped >= 0.9 * report["per_layer"]["w_bytes_skipped"]
+
+
+def test_budget_validation_and_unsearchable_layers():
+    with pytest.raises(ValueError, match="max_drop"):
+        tvm_dual.QualityBudget(lambda m: 0.0, -1)
+    with pytest.raises(ValueError, match="steps"):
+        tvm_dual.QualityBudget(lambda m: 0.0, 0.1, steps=(0.2, 0.5))
+    with pytest.raises(TypeError, match="callable"):
+        tvm_dual.QualityBudget(0.5, 0.1)
+    # a metric that any approximation breaks: everything stays exact, the module is the dense model
+    model = GeluMLP().eval()
+    x = torch.randn(64, 40)
+    with torch.no_grad():
+        reference = model(x)
+
+    def exactness(m) -> float:
+        return -float((m(x) - reference).abs().max())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mod = tvm_dual.compile_dual(
+            model, (x[:1],), calibration=[x], quality_budget=tvm_dual.QualityBudget(exactness, 0.0, steps=(0.0, 0.5))
+        )
+    assert mod.metadata["quality_budget"]["per_layer"]["ratios"] == {"fc2": 0.0}
+    assert [layer["name"] for layer in mod.metadata["layers"]] == []
+    np.testing.assert_allclose(mod(x[:1]).numpy(), reference[:1].numpy(), rtol=1e-5, atol=1e-5)
+    nan_metric = tvm_dual.QualityBudget(lambda m: float("nan"), 0.1)
+    with pytest.raises(ValueError, match="finite"):
+        tvm_dual.compile_dual(model, (x[:1],), calibration=[x], quality_budget=nan_metric)
