@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import tvm
 from tvm import relax
+from tqdm.auto import tqdm
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
@@ -105,7 +106,7 @@ def _plan_layers(
         return plan
     captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported)
     weights = _weights_by_key(imported.mod, {s.key for s in dual_sites})
-    for site in dual_sites:
+    for site in tqdm(dual_sites, desc="fitting little modules", unit="layer", disable=None, leave=False):
         x = fitting_rows(captured[site.key])
         W, b = weights[site.key]
         if len(x) < 1000:
