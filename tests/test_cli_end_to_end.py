@@ -38,6 +38,13 @@ FACTORY = textwrap.dedent(
         # inputs near a plane: the rank-3 little modules are accurate, so predictions mostly agree
         data = torch.randn(1200, 2) @ torch.randn(2, 48) + 0.01 * torch.randn(1200, 48)
         return model, (data[:1],), [(data[i : i + 200],) for i in range(0, 1200, 200)]
+
+    def agreement(m):
+        # fraction of held-out inputs whose predicted class is the exact model's
+        model, _, _ = make()
+        torch.manual_seed(1)
+        x = torch.randn(500, 2) @ torch.randn(2, 48) + 0.01 * torch.randn(500, 48)
+        return float((m(x).argmax(1) == model(x).argmax(1)).float().mean())
     """
 )
 
@@ -100,6 +107,17 @@ def test_compile_eval_report(workdir):
     shares = [float(rows[name][-1].rstrip("%")) for name in ("fc1", "fc2", "other")]
     assert all(0 < share < 100 for share in shares) and abs(sum(shares) - 100) < 0.5
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compile_with_a_quality_budget(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))
+    lib = workdir / "budget.so"
+    assert main(["compile", "tiny_factory:make", "-o", str(lib), "--metric", "tiny_factory:agreement", "--max-drop", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "quality budget: metric 1 exact, at most -0.02" in out and "best uniform ratio" in out
+    report = tvm_dual_lib.load(lib).metadata["quality_budget"]
+    assert report["per_layer"]["metric"] >= 0.98 and report["per_layer"]["bytes_saved"] >= report["uniform"]["bytes_saved"]
 
 
 @pytest.mark.parametrize(

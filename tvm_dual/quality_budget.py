@@ -1,13 +1,16 @@
 """Quality-budget calibration: per-layer insensitive ratios that skip the most bytes of W while a
 user metric stays within a budget.
 
-The search is greedy by marginal benefit: from the current per-layer ratios, every layer that can
-still grow is tried one step higher; the step kept is the one with the most bytes of W skipped per
-unit of quality lost (bytes = the layer's N * K * 4 times the step) among those that still hold the
-budget. A layer whose next step breaks the budget is frozen. The greedy walk runs twice, once from
-all-exact and once from the best single uniform ratio that holds the budget (found first by trying
-each step on every layer at once), and the walk that skips more bytes wins, so the per-layer result
-is never worse than uniform. Both are reported.
+The objective is bytes saved per call against dense: a dual layer at ratio r skips r * N * K * 4
+bytes of W but reads its little module, so it saves r * W - little bytes (negative at small r for
+small layers). The search is greedy by marginal benefit: from the current per-layer ratios, every
+layer that can still grow is tried one step higher (from exact, straight to its first step that
+saves bytes at all); the step kept is the one with the most bytes saved per unit of quality lost
+among those that still hold the budget. A layer whose next step breaks the budget is frozen. The
+greedy walk runs twice, once from all-exact and once from the best single uniform ratio that holds
+the budget (found first by trying each step on every layer at once), the walk that saves more
+wins, so the per-layer result is never worse than uniform, and layers left saving nothing go back
+to exact. Both results are reported.
 
 Why not compile every candidate: a build takes seconds and the search evaluates tens of candidates.
 Instead the metric sees the PyTorch model with a forward hook on each searched nn.Linear that
@@ -37,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .frontend import eval_mode, normalize_inputs
+from .kernels.dual_dense import DualDenseShape, little_bytes
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
 from .reference import little_values, sensitive_mask
 
@@ -112,15 +116,20 @@ def _warning_class():
 class _Layer:
     plan: DualLayerPlan
     module: torch.nn.Linear
-    w_bytes: int
+    w_bytes: int  # W, which a dense layer reads per call
+    little_bytes: int  # the little module a dual layer reads per call on top of its sensitive rows
     thresholds: list[tuple[np.float32, np.float32, float]] = field(default_factory=list)  # per step: lo, hi, observed
+
+    def saved(self, ratio: float) -> float:
+        """Bytes per call saved against dense at this ratio (negative when the little module costs more)."""
+        return ratio * self.w_bytes - self.little_bytes if ratio > 0 else 0.0
 
 
 class _DualHooks:
     """Forward hooks turning searched nn.Linear outputs into dual-module pre-activations."""
 
-    def __init__(self, layers: list[_Layer], vector_bits: int) -> None:
-        self.layers, self.vector_bits = layers, vector_bits
+    def __init__(self, budget: QualityBudget, model: torch.nn.Module, layers: list[_Layer], vector_bits: int, progress) -> None:
+        self.budget, self.model, self.layers, self.vector_bits, self.progress = budget, model, layers, vector_bits, progress
         self.steps = [0] * len(layers)
         self.count = 0  # evaluations, for the report
 
@@ -143,15 +152,19 @@ class _DualHooks:
 
         return hook
 
-    def evaluate(self, budget: QualityBudget, model: torch.nn.Module, steps: list[int]) -> float:
+    def evaluate(self, steps: list[int]) -> float:
+        """The metric with each searched layer at its step (0: exact)."""
         self.steps = list(steps)
         handles = [layer.module.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
         try:
-            with eval_mode(model), torch.no_grad():
-                return float(budget.metric_fn(_TorchCallable(model)))
+            with eval_mode(self.model), torch.no_grad():
+                value = float(self.budget.metric_fn(_TorchCallable(self.model)))
         finally:
             for handle in handles:
                 handle.remove()
+        self.count += 1
+        self.progress.update()
+        return value
 
 
 class _TorchCallable:
@@ -194,52 +207,78 @@ def _threshold_inputs(model: torch.nn.Module, layers: list[_Layer], batches: lis
     return out
 
 
-def _skipped(layers: list[_Layer], steps: list[int], ratios: tuple[float, ...]) -> int:
-    return int(sum(layer.w_bytes * ratios[s] for layer, s in zip(layers, steps)))
+class _Search:
+    def __init__(self, budget: QualityBudget, hooks: _DualHooks, layers: list[_Layer]) -> None:
+        self.budget, self.hooks, self.layers, self.ratios = budget, hooks, layers, budget.steps
+        self.dense = float("nan")
+        # the first step at which a layer saves bytes at all (its little module costs less than the rows)
+        self.first_step = [next((s for s, r in enumerate(self.ratios) if layer.saved(r) > 0), None) for layer in layers]
 
+    def saved(self, steps: list[int]) -> float:
+        return sum(layer.saved(self.ratios[s]) for layer, s in zip(self.layers, steps))
 
-def _greedy(budget: QualityBudget, hooks: _DualHooks, model, layers: list[_Layer], start: list[int], start_metric: float,
-            dense: float, progress) -> tuple[list[int], float]:
-    """Greedy by bytes skipped per quality lost, from `start`, within the budget."""
-    steps, metric = list(start), start_metric
-    frozen = {i for i, s in enumerate(steps) if s == len(budget.steps) - 1}
-    while len(frozen) < len(layers):
-        best = None  # (score, bytes gained, layer, metric)
-        for i in range(len(layers)):
-            if i in frozen:
-                continue
-            trial = list(steps)
-            trial[i] += 1
-            value = hooks.evaluate(budget, model, trial)
-            progress.update()
-            hooks.count += 1
-            if not budget.holds(value, dense):
+    def skipped(self, steps: list[int]) -> int:
+        return int(sum(layer.w_bytes * self.ratios[s] for layer, s in zip(self.layers, steps)))
+
+    def holds(self, value: float) -> bool:
+        return self.budget.holds(value, self.dense)
+
+    def next_step(self, i: int, step: int) -> int | None:
+        if step == 0:
+            return self.first_step[i]
+        return step + 1 if step + 1 < len(self.ratios) else None
+
+    def greedy(self, start: list[int], start_metric: float) -> tuple[list[int], float]:
+        """From `start`, repeatedly take the one-layer step with the most bytes saved per quality lost
+        that holds the budget; a layer whose next step breaks it is frozen."""
+        steps, metric = list(start), start_metric
+        frozen = {i for i, s in enumerate(steps) if self.next_step(i, s) is None}
+        while len(frozen) < len(self.layers):
+            best = None  # (score, layer, step, metric)
+            for i in range(len(self.layers)):
+                if i in frozen:
+                    continue
+                trial = list(steps)
+                trial[i] = self.next_step(i, steps[i])
+                value = self.hooks.evaluate(trial)
+                if not self.holds(value):
+                    frozen.add(i)
+                    continue
+                gained = self.saved(trial) - self.saved(steps)
+                score = gained / max(self.budget.lost(metric, value), 1e-12)
+                if best is None or score > best[0]:
+                    best = (score, i, trial[i], value)
+            if best is None:
+                break
+            _, i, steps[i], metric = best
+            if self.next_step(i, steps[i]) is None:
                 frozen.add(i)
-                continue
-            gained = layers[i].w_bytes * (budget.steps[trial[i]] - budget.steps[steps[i]])
-            score = gained / max(budget.lost(metric, value), 1e-12)
-            if best is None or score > best[0]:
-                best = (score, gained, i, value)
-        if best is None:
-            break
-        steps[best[2]] += 1
-        metric = best[3]
-        if steps[best[2]] == len(budget.steps) - 1:
-            frozen.add(best[2])
-        progress.set_postfix(skipped=f"{_skipped(layers, steps, budget.steps) / 2**20:.2f}MiB", metric=f"{metric:.4g}")
-    return steps, metric
+            self.hooks.progress.set_postfix(saved=f"{self.saved(steps) / 2**20:.3f}MiB", metric=f"{metric:.4g}")
+        return steps, metric
+
+    def drop_losing_layers(self, steps: list[int], metric: float) -> tuple[list[int], float]:
+        """Layers whose little module costs more than their skipped rows go back to exact, where the
+        metric still holds without them."""
+        for i, layer in enumerate(self.layers):
+            if steps[i] and layer.saved(self.ratios[steps[i]]) <= 0:
+                trial = list(steps)
+                trial[i] = 0
+                value = self.hooks.evaluate(trial)
+                if self.holds(value):
+                    steps, metric = trial, value
+        return steps, metric
 
 
 def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: DualPlan, calibration: list, validation: list | None) -> dict:
     """Choose per-layer ratios for the layers in `plan` (all fitted at the top step), set their
     thresholds, drop the ones left at ratio 0 from the plan, and return the report for metadata."""
-    layers = []
-    for layer in plan.layers.values():
-        module = model.get_submodule(layer.name)
-        layers.append(_Layer(plan=layer, module=module, w_bytes=layer.n * layer.k * 4))
-    ratios = budget.steps
     from .api import threshold_rows  # the planner's held-out rows; api imports this module
 
+    ratios = budget.steps
+    layers = []
+    for layer in plan.layers.values():
+        shape = DualDenseShape(batch=1, n=layer.n, k=layer.k, rank=layer.little.rank, act=layer.act)
+        layers.append(_Layer(layer, model.get_submodule(layer.name), layer.n * layer.k * 4, little_bytes(shape)))
     data = validation if validation is not None else calibration
     for layer, x in zip(layers, _threshold_inputs(model, layers, data)):
         rows = x if validation is not None else threshold_rows(x)
@@ -247,23 +286,21 @@ def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: D
         little = little_values(rows, m.P, m.Ps, m.WL, m.WLs, m.bL, layer.plan.kernel.little_compute, plan.vector_bits)
         layer.thresholds = [thresholds_for_ratio(little, layer.plan.act, r) for r in ratios]
 
-    hooks = _DualHooks(layers, plan.vector_bits)
-    top = len(ratios) - 1
     with tqdm(desc="quality budget", unit="eval", disable=None, leave=False) as progress:
-        dense = hooks.evaluate(budget, model, [0] * len(layers))
-        if not math.isfinite(dense):
-            raise ValueError(f"the quality metric of the exact model is {dense}; it must be a finite number")
-        uniform_step, uniform_metric = 0, dense
-        for s in range(1, top + 1):  # every step: the metric need not be monotone in the ratio
-            value = hooks.evaluate(budget, model, [s] * len(layers))
-            progress.update()
-            hooks.count += 1
-            if budget.holds(value, dense):
+        hooks = _DualHooks(budget, model, layers, plan.vector_bits, progress)
+        search = _Search(budget, hooks, layers)
+        search.dense = hooks.evaluate([0] * len(layers))
+        if not math.isfinite(search.dense):
+            raise ValueError(f"the quality metric of the exact model is {search.dense}; it must be a finite number")
+        uniform_step, uniform_metric = 0, search.dense
+        for s in range(1, len(ratios)):  # every step: the metric need not be monotone in the ratio
+            value = hooks.evaluate([s] * len(layers))
+            if search.holds(value):
                 uniform_step, uniform_metric = s, value
-        walks = [_greedy(budget, hooks, model, layers, [0] * len(layers), dense, dense, progress)]
+        walks = [search.greedy([0] * len(layers), search.dense)]
         if uniform_step:
-            walks.append(_greedy(budget, hooks, model, layers, [uniform_step] * len(layers), uniform_metric, dense, progress))
-    steps, metric = max(walks, key=lambda walk: _skipped(layers, walk[0], ratios))
+            walks.append(search.greedy([uniform_step] * len(layers), uniform_metric))
+        steps, metric = search.drop_losing_layers(*max(walks, key=lambda walk: search.saved(walk[0])))
 
     for layer, step in zip(layers, steps):
         if step == 0:
@@ -272,22 +309,24 @@ def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: D
         lo, hi, observed = layer.thresholds[step]
         layer.plan.lo[:], layer.plan.hi[:] = lo, hi
         layer.plan.target_ratio, layer.plan.calibration_ratio = ratios[step], observed
-    dense_bytes = sum(layer.w_bytes for layer in layers)
+    uniform = [uniform_step] * len(layers)
     return {
-        "metric_dense": dense,
+        "metric_dense": search.dense,
         "max_drop": budget.max_drop,
         "higher_is_better": budget.higher_is_better,
         "steps": list(ratios),
-        "evaluations": hooks.count + 1,
-        "searched_w_bytes": dense_bytes,
+        "evaluations": hooks.count,
+        "searched_w_bytes": sum(layer.w_bytes for layer in layers),
         "per_layer": {
             "ratios": {layer.plan.name: ratios[s] for layer, s in zip(layers, steps)},
             "metric": metric,
-            "w_bytes_skipped": _skipped(layers, steps, ratios),
+            "w_bytes_skipped": search.skipped(steps),
+            "bytes_saved": search.saved(steps),
         },
         "uniform": {
             "ratio": ratios[uniform_step],
             "metric": uniform_metric,
-            "w_bytes_skipped": _skipped(layers, [uniform_step] * len(layers), ratios),
+            "w_bytes_skipped": search.skipped(uniform),
+            "bytes_saved": search.saved(uniform),
         },
     }

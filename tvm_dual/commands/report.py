@@ -56,13 +56,16 @@ def describe_budget(metadata: dict) -> list[str]:
     total = report["searched_w_bytes"] / KIB
     per_layer, uniform = report["per_layer"], report["uniform"]
     ratios = ", ".join(f"{name}={r:g}" for name, r in per_layer["ratios"].items())
+
+    def saved(choice: dict) -> str:
+        return (f"metric {choice['metric']:.6g}, saves {choice['bytes_saved'] / KIB:.1f} of {total:.1f} KiB per call "
+                f"({choice['w_bytes_skipped'] / KIB:.1f} KiB of W rows skipped, less the little modules)")
+
     return [
         f"quality budget: metric {report['metric_dense']:.6g} exact, at most {sign}{report['max_drop']:g} "
         f"({report['evaluations']} evaluations on the metric's data)",
-        f"  per layer ({ratios}): metric {per_layer['metric']:.6g}, W skipped {per_layer['w_bytes_skipped'] / KIB:.1f} "
-        f"of {total:.1f} KiB",
-        f"  best uniform ratio {uniform['ratio']:g}: metric {uniform['metric']:.6g}, W skipped "
-        f"{uniform['w_bytes_skipped'] / KIB:.1f} of {total:.1f} KiB",
+        f"  per layer ({ratios}): {saved(per_layer)}",
+        f"  best uniform ratio {uniform['ratio']:g}: {saved(uniform)}",
     ]
 
 
