@@ -293,7 +293,7 @@ def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: D
         if not math.isfinite(search.dense):
             raise ValueError(f"the quality metric of the exact model is {search.dense}; it must be a finite number")
         uniform_step, uniform_metric = 0, search.dense
-        for s in range(1, len(ratios)):  # every step: the metric need not be monotone in the ratio
+        for s in range(1, len(ratios) if layers else 1):  # every step: the metric need not be monotone in the ratio
             value = hooks.evaluate([s] * len(layers))
             if search.holds(value):
                 uniform_step, uniform_metric = s, value
