@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import tvm
-from tvm import relax
 from tqdm.auto import tqdm
+from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
