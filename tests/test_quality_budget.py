@@ -48,6 +48,10 @@ def test_budget_holds_on_held_out_data():
     for layer in dual.stats():
         assert layer.target_ratio == report["per_layer"]["ratios"][layer.name]
 
+    # the search's fast path (numpy reference of the dual layers in PyTorch) is what the kernels do
+    on_search_data = _correct(dual, search_x.numpy(), search_y).mean()
+    assert on_search_data == pytest.approx(report["per_layer"]["metric"], abs=1e-3)
+
     # held out: 10000 test images, compiled module vs exact model, one image per call
     images, labels = test.images, test.labels
     with torch.no_grad():
@@ -96,3 +100,61 @@ def test_budget_validation_and_unsearchable_layers():
     nan_metric = tvm_dual.QualityBudget(lambda m: float("nan"), 0.1)
     with pytest.raises(ValueError, match="finite"):
         tvm_dual.compile_dual(model, (x[:1],), calibration=[x], quality_budget=nan_metric)
+
+
+class CellStep(torch.nn.Module):
+    """One step of an LSTMCell stream with a dual tanh layer and a dense head on its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = torch.nn.LSTMCell(16, 48)
+        self.fc = torch.nn.Linear(48, 32)
+        self.head = torch.nn.Linear(32, 6)
+
+    def forward(self, x, h, c):
+        h, c = self.cell(x, (h, c))
+        return self.head(torch.tanh(self.fc(h))), h, c
+
+
+@torch.no_grad()
+def test_lstm_cell_budget_matches_the_compiled_module():
+    torch.manual_seed(0)
+    model = CellStep().eval()
+    zeros = torch.zeros(1, 48)
+
+    def stream(m, xs):
+        outputs = []
+        for seq in xs:
+            h = c = zeros
+            for x in seq:
+                y, h, c = m(x, h, c)
+                outputs.append(y)
+        return torch.cat(outputs)
+
+    calibration = []
+    for seq in torch.randn(40, 20, 1, 16):
+        h = c = zeros
+        for x in seq:
+            calibration.append((x, h, c))
+            _, h, c = model(x, h, c)
+    held = torch.randn(12, 20, 1, 16)
+    exact = stream(model, held)
+
+    def closeness(m) -> float:  # higher is better: minus the mean error of the logits over the streams
+        return -float((stream(m, held) - exact).abs().mean())
+
+    max_drop = 0.1 * float(exact.abs().mean())
+    budget = tvm_dual.QualityBudget(closeness, max_drop)
+    mod = tvm_dual.compile_dual(model, (held[0, 0], zeros, zeros), calibration=calibration, quality_budget=budget)
+    report = mod.metadata["quality_budget"]
+    ratios = report["per_layer"]["ratios"]
+    print(f"LSTMCell budget: {ratios}, uniform {report['uniform']['ratio']}, search metric {report['per_layer']['metric']:.5f}, "
+          f"budget {-max_drop:.5f}")
+    assert set(ratios) == {"fc", "cell"} and ratios["cell"] > 0
+    assert {layer["name"]: layer["target_ratio"] for layer in mod.metadata["layers"]} == {k: v for k, v in ratios.items() if v}
+    # the hooks' numpy model of the dual layers is what the compiled kernels compute
+    compiled = closeness(mod)
+    print(f"compiled metric {compiled:.5f}")
+    assert compiled == pytest.approx(report["per_layer"]["metric"], abs=0.1 * max_drop)
+    assert compiled >= -max_drop * 1.1
+    assert report["per_layer"]["bytes_saved"] >= report["uniform"]["bytes_saved"]

@@ -235,8 +235,8 @@ def plan_dual(
     conv_names = conv_layer_names(model, conv_sites)
     rec_sites, vanilla = find_recurrent_sites(imported.mod["main"], imported.layer_names)
     if quality_budget is not None:  # fit every searchable layer; the search chooses ratios after
-        other_layers = [conv_names[s.key] for s in conv_sites if s.dual_ok] + [s.name for s in rec_sites if s.dual_ok]
-        insensitive_ratio = planning_ratios(quality_budget, model, sites, names, other_layers)
+        dual_convs = [conv_names[s.key] for s in conv_sites if s.dual_ok]
+        insensitive_ratio = planning_ratios(quality_budget, model, sites, names, rec_sites, dual_convs)
     insensitive_ratio, rec_ratios = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
     linear_ratio, conv_ratio = split_ratios(insensitive_ratio, conv_names.values())
     ratios = _ratios(linear_ratio, sites, names)
@@ -260,7 +260,7 @@ def plan_dual(
         recurrent or RecurrentConfig(), tvm_target,
     )
     budget_report = (
-        search_quality_budget(quality_budget, model, plan, calibration_batches, validation_batches)
+        search_quality_budget(quality_budget, model, plan, rec_plan, calibration_batches, validation_batches)
         if quality_budget is not None
         else None
     )
@@ -343,9 +343,10 @@ def compile_dual(
     input tuples on which thresholds are chosen (default: held-out calibration rows). LSTM/GRU
     layers (nn.LSTM, nn.GRU, LSTMCell, GRUCell) are dual per gate, named like "rnn.l0" or "cell";
     recurrent: how (tvm_dual.RecurrentConfig). quality_budget: a tvm_dual.QualityBudget; the
-    per-layer ratios of nn.Linear layers are then searched to skip the most bytes within it
-    (insensitive_ratio is ignored, other layers stay exact), and metadata["quality_budget"] reports
-    the choice next to the best uniform ratio (tvm_dual/quality_budget.py).
+    per-layer ratios of nn.Linear and nn.LSTMCell layers are then searched to save the most bytes
+    within it (insensitive_ratio is ignored, other layers stay exact), and
+    metadata["quality_budget"] reports the choice next to the best uniform ratio
+    (tvm_dual/quality_budget.py).
     """
     planned = plan_dual(
         model, example_inputs, target, calibration, insensitive_ratio, little, schedules, validation, recurrent,

@@ -13,18 +13,21 @@ wins, so the per-layer result is never worse than uniform, and layers left savin
 to exact. Both results are reported.
 
 Why not compile every candidate: a build takes seconds and the search evaluates tens of candidates.
-Instead the metric sees the PyTorch model with a forward hook on each searched nn.Linear that
-replaces its output by the dual computation of tvm_dual/reference.py (the kernel's little-module
-arithmetic, integer mode included, and its sensitive mask), with the planner's fitted little
-modules and thresholds from plan.thresholds_for_ratio. An evaluation then costs one PyTorch pass
-over the metric's data, at any batch size. Thresholds for each ratio are chosen once, on the exact
-model's layer inputs (the planner's first pass); the compiled module gets exactly the thresholds
-the search evaluated, so what was measured is what runs.
+Instead the metric sees the PyTorch model with a forward hook on each searched module that replaces
+its output by what the dual kernel computes: for nn.Linear (+ activation) the numpy reference of
+tvm_dual/reference.py (the kernel's little-module arithmetic, integer mode included, and its
+sensitive mask); for nn.LSTMCell the gate reference of tvm_dual/reference_gates.py followed by the
+cell update. The little modules are the planner's, and the thresholds for each ratio come from the
+planner's own functions (plan.thresholds_for_ratio, recurrent_calibrate.gate_thresholds), chosen
+once on the exact model's layer inputs (the planner's first pass); the compiled module gets
+exactly the thresholds the search evaluated, so what was measured is what runs (the tests check
+that the compiled module scores what the search reported). An evaluation costs one PyTorch pass
+over the metric's data, at any batch size.
 
-Scope: linear layers that are nn.Linear modules used once. Other linear sites (F.linear on a bare
-parameter, a weight used twice) stay exact under a budget, and so do LSTM/GRU and conv layers:
-their dual computation is not modelled by the hooks, so their effect on the metric could not be
-measured.
+Scope: nn.Linear modules used once and nn.LSTMCell step functions (fused gates). Other linear
+sites (F.linear on a bare parameter, a weight used twice), nn.LSTM/nn.GRU/GRUCell and conv layers
+stay exact under a budget, with one warning: the hooks do not model their dual computation, so
+their effect on the metric could not be measured.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,8 +44,9 @@ from tqdm.auto import tqdm
 
 from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
+from .kernels.dual_gates import gate_little_bytes
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
-from .reference import little_values, sensitive_mask
+from .reference import activation, little_values, sensitive_mask
 
 DEFAULT_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # 0, 0.1, ..., 0.9
 _MAX_THRESHOLD_ROWS = 50_000
@@ -83,25 +87,28 @@ class QualityBudget:
         return before - after if self.higher_is_better else after - before
 
 
-def planning_ratios(budget: QualityBudget, model: torch.nn.Module, sites: list, names: dict[str, str], other_layers: list[str]) -> dict[str, float]:
-    """The insensitive_ratio plan_dual uses before the search: every searchable linear layer at the
-    top step (so that its little module is fitted), every other layer exact, with one warning."""
+def planning_ratios(
+    budget: QualityBudget, model: torch.nn.Module, sites: list, names: dict[str, str], rec_sites: list, conv_names: list[str]
+) -> dict[str, float]:
+    """The insensitive_ratio plan_dual uses before the search: every searchable layer at the top
+    step (so that its little module is fitted), every other layer exact, with one warning."""
     uses = Counter(site.digest for site in sites)
-    candidates = {names[s.key]: uses[s.digest] == 1 and searchable(model, names[s.key]) for s in sites if s.dual_ok}
-    exact = [name for name, ok in candidates.items() if not ok] + list(other_layers)
+    candidates = {names[s.key]: uses[s.digest] == 1 and _module(model, names[s.key], torch.nn.Linear) for s in sites if s.dual_ok}
+    candidates.update({s.name: s.cell == "lstm" and _module(model, s.name, torch.nn.LSTMCell) for s in rec_sites if s.dual_ok})
+    exact = [name for name, ok in candidates.items() if not ok] + list(conv_names)
     if exact:
         warnings.warn(
-            f"a quality budget searches nn.Linear layers only; {len(exact)} layer(s) stay exact: {', '.join(exact)}",
+            f"a quality budget searches nn.Linear and nn.LSTMCell layers only; {len(exact)} layer(s) stay exact: "
+            f"{', '.join(exact)}",
             _warning_class(),
             stacklevel=4,
         )
     return {name: budget.steps[-1] for name, ok in candidates.items() if ok}
 
 
-def searchable(model: torch.nn.Module, name: str) -> bool:
-    """Whether the hooks can model this layer: an nn.Linear module of that name."""
+def _module(model: torch.nn.Module, name: str, kind: type) -> bool:
     try:
-        return isinstance(model.get_submodule(name), torch.nn.Linear)
+        return isinstance(model.get_submodule(name), kind)
     except AttributeError:
         return False
 
@@ -112,24 +119,136 @@ def _warning_class():
     return DualCompileWarning
 
 
-@dataclass
 class _Layer:
-    plan: DualLayerPlan
-    module: torch.nn.Linear
-    w_bytes: int  # W, which a dense layer reads per call
+    """One searched layer: its module, what it reads, its thresholds per step, and its dual output."""
+
+    name: str
+    module: torch.nn.Module
+    w_bytes: int  # weights a dense layer reads per call
     little_bytes: int  # the little module a dual layer reads per call on top of its sensitive rows
-    thresholds: list[tuple[np.float32, np.float32, float]] = field(default_factory=list)  # per step: lo, hi, observed
+    thresholds: list  # per step
 
     def saved(self, ratio: float) -> float:
         """Bytes per call saved against dense at this ratio (negative when the little module costs more)."""
         return ratio * self.w_bytes - self.little_bytes if ratio > 0 else 0.0
 
 
-class _DualHooks:
-    """Forward hooks turning searched nn.Linear outputs into dual-module pre-activations."""
+class _LinearLayer(_Layer):
+    """nn.Linear followed by its activation (DualLayerPlan); thresholds as _plan_layers chooses them."""
 
-    def __init__(self, budget: QualityBudget, model: torch.nn.Module, layers: list[_Layer], vector_bits: int, progress) -> None:
-        self.budget, self.model, self.layers, self.vector_bits, self.progress = budget, model, layers, vector_bits, progress
+    def __init__(self, plan: DualLayerPlan, module: torch.nn.Linear, vector_bits: int) -> None:
+        self.plan, self.name, self.module, self.vector_bits = plan, plan.name, module, vector_bits
+        self.w_bytes = plan.n * plan.k * 4
+        self.little_bytes = little_bytes(DualDenseShape(batch=1, n=plan.n, k=plan.k, rank=plan.little.rank, act=plan.act))
+        self.rows: list[np.ndarray] = []
+
+    def _little(self, x: np.ndarray) -> np.ndarray:
+        m = self.plan.little
+        return little_values(x, m.P, m.Ps, m.WL, m.WLs, m.bL, self.plan.kernel.little_compute, self.vector_bits)
+
+    def record(self, args) -> None:
+        self.rows.append(args[0].detach().reshape(-1, self.plan.k).numpy().copy())
+
+    def choose_thresholds(self, ratios: tuple[float, ...], held_out: bool) -> None:
+        from .api import threshold_rows  # the planner's held-out rows; api imports this module
+
+        x = _sample(np.concatenate(self.rows))
+        little = self._little(x if held_out else threshold_rows(x))
+        self.thresholds = [thresholds_for_ratio(little, self.plan.act, r) for r in ratios]
+
+    def dual_output(self, args, output, step: int):
+        lo, hi, _ = self.thresholds[step]
+        p = self.plan
+        little = self._little(args[0].detach().reshape(-1, p.k).numpy())
+        exact = output.detach().reshape(-1, p.n).numpy()
+        mask = sensitive_mask(little, lo, hi)
+        # an insensitive ReLU output is 0 in the kernel, whatever the little value: feed it 0
+        merged = np.where(mask, exact, 0.0 if p.act == "relu" else little).astype(np.float32)
+        return torch.from_numpy(merged).reshape(output.shape)
+
+    def apply(self, step: int, ratio: float) -> None:
+        lo, hi, observed = self.thresholds[step]
+        self.plan.lo[:], self.plan.hi[:] = lo, hi
+        self.plan.target_ratio, self.plan.calibration_ratio = ratio, observed
+
+
+class _LSTMCellLayer(_Layer):
+    """nn.LSTMCell with its gates fused into one dual gate kernel (RecurrentLayerPlan, fused mode);
+    per-gate thresholds from recurrent_calibrate.gate_thresholds, the outputs from
+    reference_gates.gates_reference and the cell update."""
+
+    def __init__(self, plan, module: torch.nn.LSTMCell) -> None:
+        from .reference_gates import GateWeights
+
+        def array(t: torch.Tensor | None) -> np.ndarray:
+            return np.zeros(4 * module.hidden_size, np.float32) if t is None else t.detach().numpy().astype(np.float32)
+
+        self.plan, self.name, self.module = plan, plan.name, module
+        self.weights = GateWeights("lstm", array(module.weight_ih), array(module.weight_hh), array(module.bias_ih), array(module.bias_hh))
+        weights = self.weights
+        self.w_bytes = 4 * (weights.W_ih.size + weights.W_hh.size)
+        self.little_bytes = gate_little_bytes(plan.shape())
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _state(self, args) -> tuple[torch.Tensor, torch.Tensor]:
+        x = args[0]
+        if len(args) > 1 and args[1] is not None:
+            return args[1]
+        zeros = torch.zeros(*x.shape[:-1], self.plan.hidden, dtype=x.dtype)
+        return zeros, zeros
+
+    def record(self, args) -> None:
+        h, _ = self._state(args)
+        self.rows.append((args[0].detach().reshape(-1, self.plan.input_size).numpy().copy(),
+                          h.detach().reshape(-1, self.plan.hidden).numpy().copy()))
+
+    def choose_thresholds(self, ratios: tuple[float, ...], held_out: bool) -> None:
+        from .recurrent_calibrate import gate_thresholds
+
+        x = np.concatenate([r[0] for r in self.rows])
+        h = np.concatenate([r[1] for r in self.rows])
+        keep = _sample_index(len(x))
+        x, h = x[keep], h[keep]
+        self.thresholds = [gate_thresholds(self.weights, True, self.plan.little, x, h, r) for r in ratios]
+
+    def dual_output(self, args, output, step: int):
+        from .reference_gates import gates_reference
+
+        lo, hi, _ = self.thresholds[step]
+        h_t, c_t = self._state(args)
+        x = args[0].detach().reshape(-1, self.plan.input_size).numpy()
+        h = h_t.detach().reshape(-1, self.plan.hidden).numpy()
+        c = c_t.detach().reshape(-1, self.plan.hidden).numpy().astype(np.float64)
+        little = self.plan.little.predict(np.concatenate([x, h], axis=1))
+        gates = gates_reference(self.weights, True, h, x, None, lo, hi, little).out_h
+        i, f, g, o = np.split(gates, 4, axis=1)
+        sigmoid = lambda v: activation(v, "sigmoid")  # noqa: E731
+        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h_new = sigmoid(o) * np.tanh(c_new)
+        return tuple(torch.from_numpy(v.astype(np.float32)).reshape(t.shape) for v, t in zip((h_new, c_new), output))
+
+    def apply(self, step: int, ratio: float) -> None:
+        lo, hi, fractions = self.thresholds[step]
+        self.plan.lo[:], self.plan.hi[:] = lo, hi
+        self.plan.target_ratio, self.plan.gate_ratios = ratio, fractions
+        self.plan.calibration_ratio = float(np.mean(list(fractions.values())))
+
+
+def _sample_index(n: int) -> np.ndarray:
+    if n <= _MAX_THRESHOLD_ROWS:
+        return np.arange(n)
+    return np.random.default_rng(0).choice(n, _MAX_THRESHOLD_ROWS, replace=False)
+
+
+def _sample(x: np.ndarray) -> np.ndarray:
+    return x[_sample_index(len(x))]
+
+
+class _DualHooks:
+    """Forward hooks turning searched layers' outputs into what their dual kernels compute."""
+
+    def __init__(self, budget: QualityBudget, model: torch.nn.Module, layers: list[_Layer], progress) -> None:
+        self.budget, self.model, self.layers, self.progress = budget, model, layers, progress
         self.steps = [0] * len(layers)
         self.count = 0  # evaluations, for the report
 
@@ -138,17 +257,7 @@ class _DualHooks:
 
         def hook(_module, args, output):
             step = self.steps[index]
-            if step == 0:
-                return output
-            lo, hi, _ = layer.thresholds[step]
-            m, p = layer.plan.little, layer.plan
-            x = args[0].detach().reshape(-1, p.k).numpy()
-            little = little_values(x, m.P, m.Ps, m.WL, m.WLs, m.bL, p.kernel.little_compute, self.vector_bits)
-            exact = output.detach().reshape(-1, p.n).numpy()
-            mask = sensitive_mask(little, lo, hi)
-            # an insensitive ReLU output is 0 in the kernel, whatever the little value: feed it 0
-            merged = np.where(mask, exact, 0.0 if p.act == "relu" else little).astype(np.float32)
-            return torch.from_numpy(merged).reshape(output.shape)
+            return output if step == 0 else layer.dual_output(args, output, step)
 
         return hook
 
@@ -178,17 +287,13 @@ class _TorchCallable:
             return self.model(*normalize_inputs(inputs))
 
 
-def _threshold_inputs(model: torch.nn.Module, layers: list[_Layer], batches: list) -> list[np.ndarray]:
+def _record_inputs(model: torch.nn.Module, layers: list[_Layer], batches: list) -> None:
     """Each searched layer's inputs on the exact model (forward pre-hooks)."""
-    rows: list[list[np.ndarray]] = [[] for _ in layers]
 
-    def recorder(i):
-        def hook(_module, args):
-            rows[i].append(args[0].detach().reshape(-1, layers[i].plan.k).numpy().copy())
+    def recorder(layer):
+        return lambda _module, args: layer.record(args)
 
-        return hook
-
-    handles = [layer.module.register_forward_pre_hook(recorder(i)) for i, layer in enumerate(layers)]
+    handles = [layer.module.register_forward_pre_hook(recorder(layer)) for layer in layers]
     try:
         with eval_mode(model), torch.no_grad():
             for batch in batches:
@@ -196,15 +301,9 @@ def _threshold_inputs(model: torch.nn.Module, layers: list[_Layer], batches: lis
     finally:
         for handle in handles:
             handle.remove()
-    out = []
-    for layer, parts in zip(layers, rows):
-        if not parts:
-            raise RuntimeError(f"calibration never reached layer {layer.plan.name!r}")
-        x = np.concatenate(parts)
-        if len(x) > _MAX_THRESHOLD_ROWS:
-            x = x[np.random.default_rng(0).choice(len(x), _MAX_THRESHOLD_ROWS, replace=False)]
-        out.append(x)
-    return out
+    for layer in layers:
+        if not layer.rows:
+            raise RuntimeError(f"calibration never reached layer {layer.name!r}")
 
 
 class _Search:
@@ -269,25 +368,27 @@ class _Search:
         return steps, metric
 
 
-def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: DualPlan, calibration: list, validation: list | None) -> dict:
-    """Choose per-layer ratios for the layers in `plan` (all fitted at the top step), set their
-    thresholds, drop the ones left at ratio 0 from the plan, and return the report for metadata."""
-    from .api import threshold_rows  # the planner's held-out rows; api imports this module
-
+def search_quality_budget(
+    budget: QualityBudget, model: torch.nn.Module, plan: DualPlan, rec_plan, calibration: list, validation: list | None
+) -> dict:
+    """Choose per-layer ratios for the layers in `plan` and the LSTMCell layers in `rec_plan` (all
+    fitted at the top step), set their thresholds, drop the ones left at ratio 0 from the plans,
+    and return the report for metadata."""
     ratios = budget.steps
-    layers = []
-    for layer in plan.layers.values():
-        shape = DualDenseShape(batch=1, n=layer.n, k=layer.k, rank=layer.little.rank, act=layer.act)
-        layers.append(_Layer(layer, model.get_submodule(layer.name), layer.n * layer.k * 4, little_bytes(shape)))
-    data = validation if validation is not None else calibration
-    for layer, x in zip(layers, _threshold_inputs(model, layers, data)):
-        rows = x if validation is not None else threshold_rows(x)
-        m = layer.plan.little
-        little = little_values(rows, m.P, m.Ps, m.WL, m.WLs, m.bL, layer.plan.kernel.little_compute, plan.vector_bits)
-        layer.thresholds = [thresholds_for_ratio(little, layer.plan.act, r) for r in ratios]
+    layers: list[_Layer] = [_LinearLayer(p, model.get_submodule(p.name), plan.vector_bits) for p in plan.layers.values()]
+    for key, p in list(rec_plan.layers.items()):
+        if not p.fused:  # the hooks model the one-step cell with its gates fused
+            warnings.warn(f"a quality budget needs {p.name!r} fused (RecurrentConfig); it stays exact",
+                          _warning_class(), stacklevel=4)
+            del rec_plan.layers[key]
+            continue
+        layers.append(_LSTMCellLayer(p, model.get_submodule(p.name)))
+    _record_inputs(model, layers, validation if validation is not None else calibration)
+    for layer in layers:
+        layer.choose_thresholds(ratios, held_out=validation is not None)
 
     with tqdm(desc="quality budget", unit="eval", disable=None, leave=False) as progress:
-        hooks = _DualHooks(budget, model, layers, plan.vector_bits, progress)
+        hooks = _DualHooks(budget, model, layers, progress)
         search = _Search(budget, hooks, layers)
         search.dense = hooks.evaluate([0] * len(layers))
         if not math.isfinite(search.dense):
@@ -303,12 +404,12 @@ def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: D
         steps, metric = search.drop_losing_layers(*max(walks, key=lambda walk: search.saved(walk[0])))
 
     for layer, step in zip(layers, steps):
-        if step == 0:
+        if step:
+            layer.apply(step, ratios[step])
+        elif isinstance(layer, _LinearLayer):
             del plan.layers[layer.plan.key]  # exact, with no little-module overhead
-            continue
-        lo, hi, observed = layer.thresholds[step]
-        layer.plan.lo[:], layer.plan.hi[:] = lo, hi
-        layer.plan.target_ratio, layer.plan.calibration_ratio = ratios[step], observed
+        else:
+            del rec_plan.layers[layer.plan.key]
     uniform = [uniform_step] * len(layers)
     return {
         "metric_dense": search.dense,
@@ -318,7 +419,7 @@ def search_quality_budget(budget: QualityBudget, model: torch.nn.Module, plan: D
         "evaluations": hooks.count,
         "searched_w_bytes": sum(layer.w_bytes for layer in layers),
         "per_layer": {
-            "ratios": {layer.plan.name: ratios[s] for layer, s in zip(layers, steps)},
+            "ratios": {layer.name: ratios[s] for layer, s in zip(layers, steps)},
             "metric": metric,
             "w_bytes_skipped": search.skipped(steps),
             "bytes_saved": search.saved(steps),
