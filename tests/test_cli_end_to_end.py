@@ -147,3 +147,9 @@ def test_help_has_examples():
     for command in ("compile", "eval", "report"):
         text = subparsers[command].format_help()
         assert "examples:" in text and f"tvm-dual {command} " in text
+
+
+def test_verbose_shows_the_traceback(capsys):
+    assert main(["-v", "eval", "missing.so", "--model", "tiny_factory:make"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1] == "tvm-dual eval: error: no tvm_dual library at 'missing.so'"
