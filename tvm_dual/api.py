@@ -343,8 +343,8 @@ def compile_dual(
     input tuples on which thresholds are chosen (default: held-out calibration rows). LSTM/GRU
     layers (nn.LSTM, nn.GRU, LSTMCell, GRUCell) are dual per gate, named like "rnn.l0" or "cell";
     recurrent: how (tvm_dual.RecurrentConfig). quality_budget: a tvm_dual.QualityBudget; the
-    per-layer ratios of nn.Linear and nn.LSTMCell layers are then searched to save the most bytes
-    within it (insensitive_ratio is ignored, other layers stay exact), and
+    per-layer ratios of nn.Linear, nn.LSTM and nn.LSTMCell layers are then searched to save the
+    most bytes within it (insensitive_ratio is ignored, other layers stay exact), and
     metadata["quality_budget"] reports the choice next to the best uniform ratio
     (tvm_dual/quality_budget.py).
     """

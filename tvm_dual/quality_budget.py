@@ -16,18 +16,19 @@ Why not compile every candidate: a build takes seconds and the search evaluates 
 Instead the metric sees the PyTorch model with a forward hook on each searched module that replaces
 its output by what the dual kernel computes: for nn.Linear (+ activation) the numpy reference of
 tvm_dual/reference.py (the kernel's little-module arithmetic, integer mode included, and its
-sensitive mask); for nn.LSTMCell the gate reference of tvm_dual/reference_gates.py followed by the
-cell update. The little modules are the planner's, and the thresholds for each ratio come from the
+sensitive mask); for nn.LSTMCell and nn.LSTM the gate reference of tvm_dual/reference_gates.py
+and the cell update, step by step in numpy (fused or hoisted, as planned). The little modules are the planner's, and the thresholds for each ratio come from the
 planner's own functions (plan.thresholds_for_ratio, recurrent_calibrate.gate_thresholds), chosen
 once on the exact model's layer inputs (the planner's first pass); the compiled module gets
 exactly the thresholds the search evaluated, so what was measured is what runs (the tests check
 that the compiled module scores what the search reported). An evaluation costs one PyTorch pass
 over the metric's data, at any batch size.
 
-Scope: nn.Linear modules used once and nn.LSTMCell step functions (fused gates). Other linear
-sites (F.linear on a bare parameter, a weight used twice), nn.LSTM/nn.GRU/GRUCell and conv layers
-stay exact under a budget, with one warning: the hooks do not model their dual computation, so
-their effect on the metric could not be measured.
+Scope: nn.Linear modules used once, nn.LSTMCell, and the layers of unidirectional nn.LSTM without
+projections. Other linear sites (F.linear on a bare parameter, a weight used twice), GRU and conv
+layers stay exact under a budget, with one warning: the hooks do not model their dual computation,
+so their effect on the metric could not be measured. The numpy LSTM is slow next to PyTorch's:
+give a recurrent model's metric a few thousand steps at a large batch, not a whole corpus.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ def planning_ratios(
     step (so that its little module is fitted), every other layer exact, with one warning."""
     uses = Counter(site.digest for site in sites)
     candidates = {names[s.key]: uses[s.digest] == 1 and _module(model, names[s.key], torch.nn.Linear) for s in sites if s.dual_ok}
-    candidates.update({s.name: s.cell == "lstm" and _module(model, s.name, torch.nn.LSTMCell) for s in rec_sites if s.dual_ok})
+    candidates.update({s.name: s.cell == "lstm" and _lstm_layer_of(model, s.name) is not None for s in rec_sites if s.dual_ok})
     exact = [name for name, ok in candidates.items() if not ok] + list(conv_names)
     if exact:
         warnings.warn(
-            f"a quality budget searches nn.Linear and nn.LSTMCell layers only; {len(exact)} layer(s) stay exact: "
+            f"a quality budget searches nn.Linear, nn.LSTM and nn.LSTMCell layers only; {len(exact)} layer(s) stay exact: "
             f"{', '.join(exact)}",
             _warning_class(),
             stacklevel=4,
@@ -111,6 +112,19 @@ def _module(model: torch.nn.Module, name: str, kind: type) -> bool:
         return isinstance(model.get_submodule(name), kind)
     except AttributeError:
         return False
+
+
+def _lstm_layer_of(model: torch.nn.Module, name: str):
+    """The nn.LSTMCell named `name`, or (nn.LSTM, layer index) for "path.lN" of a unidirectional
+    nn.LSTM without projections; None for anything else."""
+    if _module(model, name, torch.nn.LSTMCell):
+        return model.get_submodule(name)
+    path, _, index = name.rpartition(".l")
+    if path and index.isdigit() and _module(model, path, torch.nn.LSTM):
+        lstm = model.get_submodule(path)
+        if not lstm.bidirectional and not lstm.proj_size and int(index) < lstm.num_layers:
+            return lstm, int(index)
+    return None
 
 
 def _warning_class():
@@ -146,7 +160,7 @@ class _LinearLayer(_Layer):
         m = self.plan.little
         return little_values(x, m.P, m.Ps, m.WL, m.WLs, m.bL, self.plan.kernel.little_compute, self.vector_bits)
 
-    def record(self, args) -> None:
+    def record_group(self, args, _layers) -> None:
         self.rows.append(args[0].detach().reshape(-1, self.plan.k).numpy().copy())
 
     def choose_thresholds(self, ratios: tuple[float, ...], held_out: bool) -> None:
@@ -156,8 +170,8 @@ class _LinearLayer(_Layer):
         little = self._little(x if held_out else threshold_rows(x))
         self.thresholds = [thresholds_for_ratio(little, self.plan.act, r) for r in ratios]
 
-    def dual_output(self, args, output, step: int):
-        lo, hi, _ = self.thresholds[step]
+    def dual_group(self, args, output, _layers, steps: list[int]):
+        lo, hi, _ = self.thresholds[steps[0]]
         p = self.plan
         little = self._little(args[0].detach().reshape(-1, p.k).numpy())
         exact = output.detach().reshape(-1, p.n).numpy()
@@ -172,66 +186,142 @@ class _LinearLayer(_Layer):
         self.plan.target_ratio, self.plan.calibration_ratio = ratio, observed
 
 
-class _LSTMCellLayer(_Layer):
-    """nn.LSTMCell with its gates fused into one dual gate kernel (RecurrentLayerPlan, fused mode);
-    per-gate thresholds from recurrent_calibrate.gate_thresholds, the outputs from
-    reference_gates.gates_reference and the cell update."""
+def _gate_weights(module: torch.nn.Module, suffix: str = ""):
+    from .reference_gates import GateWeights
 
-    def __init__(self, plan, module: torch.nn.LSTMCell) -> None:
-        from .reference_gates import GateWeights
+    def array(name: str) -> np.ndarray:
+        t = getattr(module, name + suffix, None)
+        return np.zeros(4 * module.hidden_size, np.float32) if t is None else t.detach().numpy().astype(np.float32)
 
-        def array(t: torch.Tensor | None) -> np.ndarray:
-            return np.zeros(4 * module.hidden_size, np.float32) if t is None else t.detach().numpy().astype(np.float32)
+    return GateWeights("lstm", array("weight_ih"), array("weight_hh"), array("bias_ih"), array("bias_hh"))
 
-        self.plan, self.name, self.module = plan, plan.name, module
-        self.weights = GateWeights("lstm", array(module.weight_ih), array(module.weight_hh), array(module.bias_ih), array(module.bias_hh))
-        weights = self.weights
-        self.w_bytes = 4 * (weights.W_ih.size + weights.W_hh.size)
+
+def _lstm_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray, plan=None, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM step in numpy: exact, or with the gates the dual gate kernel computes (plan's
+    little module and mode, per-gate bounds (lo, hi))."""
+    from .reference_gates import gates_reference
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        if bounds is None:
+            gates = x @ weights.W_ih.T + weights.b_ih + h @ weights.W_hh.T + weights.b_hh
+        elif plan.fused:
+            little = plan.little.predict(np.concatenate([x, h], axis=1))
+            gates = gates_reference(weights, True, h, x, None, bounds[0], bounds[1], little).out_h
+        else:  # hoisted: the little module and the mask cover the h term; the x term is exact
+            addend = x @ weights.W_ih.T + weights.b_ih
+            little = plan.little.predict(h)
+            gates = gates_reference(weights, False, h, None, addend, bounds[0], bounds[1], little).out_h + addend
+        i, f, g, o = np.split(gates, 4, axis=1)
+        c_new = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
+        return (activation(o, "sigmoid") * np.tanh(c_new)).astype(np.float32), c_new.astype(np.float32)
+
+
+class _GateLayer(_Layer):
+    """One LSTM layer with dual gates (RecurrentLayerPlan): per-gate thresholds per step from
+    recurrent_calibrate.gate_thresholds, the steps from reference_gates.gates_reference."""
+
+    def __init__(self, plan, module: torch.nn.Module, weights) -> None:
+        self.plan, self.name, self.module, self.weights = plan, plan.name, module, weights
+        self.w_bytes = 4 * (weights.W_hh.size + (weights.W_ih.size if plan.fused else 0))
         self.little_bytes = gate_little_bytes(plan.shape())
-        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def _state(self, args) -> tuple[torch.Tensor, torch.Tensor]:
-        x = args[0]
-        if len(args) > 1 and args[1] is not None:
-            return args[1]
-        zeros = torch.zeros(*x.shape[:-1], self.plan.hidden, dtype=x.dtype)
-        return zeros, zeros
-
-    def record(self, args) -> None:
-        h, _ = self._state(args)
-        self.rows.append((args[0].detach().reshape(-1, self.plan.input_size).numpy().copy(),
-                          h.detach().reshape(-1, self.plan.hidden).numpy().copy()))
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []  # (x, h) of each step
 
     def choose_thresholds(self, ratios: tuple[float, ...], held_out: bool) -> None:
         from .recurrent_calibrate import gate_thresholds
 
-        x = np.concatenate([r[0] for r in self.rows])
-        h = np.concatenate([r[1] for r in self.rows])
-        keep = _sample_index(len(x))
-        x, h = x[keep], h[keep]
-        self.thresholds = [gate_thresholds(self.weights, True, self.plan.little, x, h, r) for r in ratios]
+        keep = _sample_index(sum(len(r[0]) for r in self.rows))
+        x = np.concatenate([r[0] for r in self.rows])[keep]
+        h = np.concatenate([r[1] for r in self.rows])[keep]
+        self.thresholds = [gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r) for r in ratios]
 
-    def dual_output(self, args, output, step: int):
-        from .reference_gates import gates_reference
-
-        lo, hi, _ = self.thresholds[step]
-        h_t, c_t = self._state(args)
-        x = args[0].detach().reshape(-1, self.plan.input_size).numpy()
-        h = h_t.detach().reshape(-1, self.plan.hidden).numpy()
-        c = c_t.detach().reshape(-1, self.plan.hidden).numpy().astype(np.float64)
-        little = self.plan.little.predict(np.concatenate([x, h], axis=1))
-        gates = gates_reference(self.weights, True, h, x, None, lo, hi, little).out_h
-        i, f, g, o = np.split(gates, 4, axis=1)
-        sigmoid = lambda v: activation(v, "sigmoid")  # noqa: E731
-        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h_new = sigmoid(o) * np.tanh(c_new)
-        return tuple(torch.from_numpy(v.astype(np.float32)).reshape(t.shape) for v, t in zip((h_new, c_new), output))
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return _lstm_step(self.weights, x, h, c, self.plan, self.thresholds[step][:2] if step else None)
 
     def apply(self, step: int, ratio: float) -> None:
         lo, hi, fractions = self.thresholds[step]
         self.plan.lo[:], self.plan.hi[:] = lo, hi
         self.plan.target_ratio, self.plan.gate_ratios = ratio, fractions
         self.plan.calibration_ratio = float(np.mean(list(fractions.values())))
+
+
+class _LSTMCellLayer(_GateLayer):
+    """nn.LSTMCell: one step per call."""
+
+    def __init__(self, plan, module: torch.nn.LSTMCell) -> None:
+        super().__init__(plan, module, _gate_weights(module))
+
+    def _state(self, args) -> tuple[np.ndarray, np.ndarray]:
+        x = args[0].detach().reshape(-1, self.plan.input_size)
+        if len(args) > 1 and args[1] is not None:
+            return tuple(t.detach().reshape(-1, self.plan.hidden).numpy() for t in args[1])
+        zeros = np.zeros((len(x), self.plan.hidden), np.float32)
+        return zeros, zeros
+
+    def record_group(self, args, _layers) -> None:
+        h, _ = self._state(args)
+        self.rows.append((args[0].detach().reshape(-1, self.plan.input_size).numpy().copy(), h.copy()))
+
+    def dual_group(self, args, output, _layers, steps: list[int]):
+        h, c = self._state(args)
+        x = args[0].detach().reshape(-1, self.plan.input_size).numpy()
+        new = self.step(x, h, c, steps[0])
+        return tuple(torch.from_numpy(v).reshape(t.shape) for v, t in zip(new, output))
+
+
+class _LSTMLayer(_GateLayer):
+    """Layer `index` of an nn.LSTM (unidirectional, no projection). The hook of the module runs all
+    its layers step by step in numpy, each exact or dual at its own step."""
+
+    def __init__(self, plan, module: torch.nn.LSTM, index: int) -> None:
+        super().__init__(plan, module, _gate_weights(module, f"_l{index}"))
+        self.index = index
+
+    @staticmethod
+    def _run(module: torch.nn.LSTM, args, by_index: dict, steps: dict[int, int], record: bool):
+        x = args[0].detach()
+        hx = args[1] if len(args) > 1 else None
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(1)
+        elif module.batch_first:
+            x = x.transpose(0, 1)
+        L, H = module.num_layers, module.hidden_size
+        if hx is None:
+            h0 = c0 = np.zeros((L, x.shape[1], H), np.float32)
+        else:
+            h0, c0 = (t.detach().reshape(L, x.shape[1], H).numpy() for t in hx)
+        seq = x.numpy().astype(np.float32)
+        h_n, c_n = [], []
+        for index in range(L):
+            layer = by_index.get(index)
+            weights = layer.weights if layer is not None else _gate_weights(module, f"_l{index}")
+            step = steps.get(index, 0)
+            h, c = h0[index], c0[index]
+            outputs = []
+            for x_t in seq:
+                if record and layer is not None:
+                    layer.rows.append((x_t.copy(), h.copy()))
+                h, c = layer.step(x_t, h, c, step) if layer is not None else _lstm_step(weights, x_t, h, c)
+                outputs.append(h)
+            seq = np.stack(outputs)
+            h_n.append(h)
+            c_n.append(c)
+        out = torch.from_numpy(seq)
+        if not batched:
+            out = out.squeeze(1)
+        elif module.batch_first:
+            out = out.transpose(0, 1)
+        state = tuple(torch.from_numpy(np.stack(v)) for v in (h_n, c_n))
+        if not batched:
+            state = tuple(t.squeeze(1) for t in state)
+        return out, state
+
+    def record_group(self, args, layers) -> None:
+        self._run(self.module, args, {layer.index: layer for layer in layers}, {}, record=True)
+
+    def dual_group(self, args, output, layers, steps: list[int]):
+        return self._run(self.module, args, {layer.index: layer for layer in layers},
+                         {layer.index: s for layer, s in zip(layers, steps)}, record=False)
 
 
 def _sample_index(n: int) -> np.ndarray:
@@ -252,19 +342,19 @@ class _DualHooks:
         self.steps = [0] * len(layers)
         self.count = 0  # evaluations, for the report
 
-    def _hook(self, index: int):
-        layer = self.layers[index]
+    def _hook(self, indices: list[int]):
+        layers = [self.layers[i] for i in indices]
 
         def hook(_module, args, output):
-            step = self.steps[index]
-            return output if step == 0 else layer.dual_output(args, output, step)
+            steps = [self.steps[i] for i in indices]
+            return output if not any(steps) else layers[0].dual_group(args, output, layers, steps)
 
         return hook
 
     def evaluate(self, steps: list[int]) -> float:
         """The metric with each searched layer at its step (0: exact)."""
         self.steps = list(steps)
-        handles = [layer.module.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+        handles = [module.register_forward_hook(self._hook(indices)) for module, indices in _by_module(self.layers)]
         try:
             with eval_mode(self.model), torch.no_grad():
                 value = float(self.budget.metric_fn(_TorchCallable(self.model)))
@@ -287,13 +377,21 @@ class _TorchCallable:
             return self.model(*normalize_inputs(inputs))
 
 
+def _by_module(layers: list[_Layer]) -> list[tuple[torch.nn.Module, list[int]]]:
+    """The searched modules, each with the indices of its layers (several for a multi-layer nn.LSTM)."""
+    groups: dict[int, tuple[torch.nn.Module, list[int]]] = {}
+    for i, layer in enumerate(layers):
+        groups.setdefault(id(layer.module), (layer.module, []))[1].append(i)
+    return list(groups.values())
+
+
 def _record_inputs(model: torch.nn.Module, layers: list[_Layer], batches: list) -> None:
     """Each searched layer's inputs on the exact model (forward pre-hooks)."""
 
-    def recorder(layer):
-        return lambda _module, args: layer.record(args)
+    def recorder(group: list[_Layer]):
+        return lambda _module, args: group[0].record_group(args, group)
 
-    handles = [layer.module.register_forward_pre_hook(recorder(layer)) for layer in layers]
+    handles = [module.register_forward_pre_hook(recorder([layers[i] for i in indices])) for module, indices in _by_module(layers)]
     try:
         with eval_mode(model), torch.no_grad():
             for batch in batches:
@@ -376,13 +474,9 @@ def search_quality_budget(
     and return the report for metadata."""
     ratios = budget.steps
     layers: list[_Layer] = [_LinearLayer(p, model.get_submodule(p.name), plan.vector_bits) for p in plan.layers.values()]
-    for key, p in list(rec_plan.layers.items()):
-        if not p.fused:  # the hooks model the one-step cell with its gates fused
-            warnings.warn(f"a quality budget needs {p.name!r} fused (RecurrentConfig); it stays exact",
-                          _warning_class(), stacklevel=4)
-            del rec_plan.layers[key]
-            continue
-        layers.append(_LSTMCellLayer(p, model.get_submodule(p.name)))
+    for p in rec_plan.layers.values():
+        cell = _lstm_layer_of(model, p.name)
+        layers.append(_LSTMCellLayer(p, cell) if isinstance(cell, torch.nn.LSTMCell) else _LSTMLayer(p, *cell))
     _record_inputs(model, layers, validation if validation is not None else calibration)
     for layer in layers:
         layer.choose_thresholds(ratios, held_out=validation is not None)
