@@ -134,7 +134,13 @@ def _warning_class():
 
 
 class _Layer:
-    """One searched layer: its module, what it reads, its thresholds per step, and its dual output."""
+    """One searched layer: its module, what it reads, its thresholds per step, and its dual output.
+
+    record_group(args, layers) and dual_group(args, output, layers, steps) run as hooks of the
+    module, for all searched layers of that module at once (several for a multi-layer nn.LSTM);
+    choose_thresholds(ratios, held_out) fills `thresholds`; apply(step, ratio) writes the choice
+    into the layer's plan.
+    """
 
     name: str
     module: torch.nn.Module
