@@ -20,6 +20,7 @@ _EXPORTS = {
     "DualStats": ".runtime",
     "LayerStats": ".runtime",
     "LibraryError": ".runtime",
+    "QualityBudget": ".quality_budget",
     "load": ".runtime",
     "TargetError": ".target",
     "resolve_target": ".target",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .api import DualCompileWarning, compile_dual
     from .kernels.dual_dense import DualKernelConfig
     from .little import LittleConfig
+    from .quality_budget import QualityBudget
     from .recurrent import RecurrentConfig
     from .runtime import DualModule, DualStats, LayerStats, LibraryError, load
     from .target import TargetError, resolve_target

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import tvm
+from tqdm.auto import tqdm
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
@@ -21,6 +22,7 @@ from .tuning.dense_metaschedule import database_dir, has_database
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, check_ratio, thresholds_for_ratio
+from .quality_budget import QualityBudget, planning_ratios, search_quality_budget
 from .reference import little_values
 from .recurrent import RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
 from .recurrent_calibrate import plan_recurrent
@@ -103,7 +105,7 @@ def _plan_layers(
         return plan
     captured = capture_layer_inputs(model, calibration, [s.key for s in dual_sites], imported=imported)
     weights = _weights_by_key(imported.mod, {s.key for s in dual_sites})
-    for site in dual_sites:
+    for site in tqdm(dual_sites, desc="fitting little modules", unit="layer", disable=None, leave=False):
         x = fitting_rows(captured[site.key])
         W, b = weights[site.key]
         if len(x) < 1000:
@@ -196,6 +198,7 @@ class PlannedModel:
     conv_sites: list[ConvSite] = field(default_factory=list)
     conv_names: dict[str, str] = field(default_factory=dict)  # conv site key -> Conv2d module path
     conv_plan: ConvPlan = field(default_factory=ConvPlan)
+    quality_budget: dict | None = None  # the search's report (quality_budget.search_quality_budget)
 
 
 def _dense_database(schedules, target: tvm.target.Target) -> str | None:
@@ -216,6 +219,7 @@ def plan_dual(
     schedules: str | os.PathLike | None = "default",
     validation: Iterable | None = None,
     recurrent: RecurrentConfig | None = None,
+    quality_budget: QualityBudget | None = None,
 ) -> PlannedModel:
     """Import, calibrate and fit little modules, without building (see compile_dual)."""
     tvm_target = resolve_target(target)
@@ -229,6 +233,9 @@ def plan_dual(
     conv_sites = find_conv_sites(imported.mod["main"])
     conv_names = conv_layer_names(model, conv_sites)
     rec_sites, vanilla = find_recurrent_sites(imported.mod["main"], imported.layer_names)
+    if quality_budget is not None:  # fit every searchable layer; the search chooses ratios after
+        dual_convs = [conv_names[s.key] for s in conv_sites if s.dual_ok]
+        insensitive_ratio = planning_ratios(quality_budget, model, sites, names, rec_sites, dual_convs)
     insensitive_ratio, rec_ratios = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
     linear_ratio, conv_ratio = split_ratios(insensitive_ratio, conv_names.values())
     ratios = _ratios(linear_ratio, sites, names)
@@ -251,13 +258,18 @@ def plan_dual(
         model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
         recurrent or RecurrentConfig(), tvm_target,
     )
+    budget_report = (
+        search_quality_budget(quality_budget, model, plan, rec_plan, calibration_batches, validation_batches)
+        if quality_budget is not None
+        else None
+    )
     conv_plan = plan_conv_layers(
         model, imported, conv_sites, conv_names, conv_ratios(conv_ratio, conv_sites, conv_names), calibration_batches,
         conv_little,
     )
     return PlannedModel(
         imported, sites, names, plan, tvm_target, _dense_database(schedules, tvm_target),
-        rec_sites, rec_plan, vanilla, conv_sites, conv_names, conv_plan,
+        rec_sites, rec_plan, vanilla, conv_sites, conv_names, conv_plan, budget_report,
     )
 
 
@@ -290,6 +302,8 @@ def build_dual(planned: PlannedModel) -> DualModule:
             if s.key not in conv_plan.layers
         ],
     }
+    if planned.quality_budget is not None:
+        metadata["quality_budget"] = planned.quality_budget
     mod = attach_metadata(mod, metadata)
     if missing_host_features(tvm_target):
         warnings.warn(
@@ -312,6 +326,7 @@ def compile_dual(
     schedules: str | os.PathLike | None = "default",
     validation: Iterable | None = None,
     recurrent: RecurrentConfig | None = None,
+    quality_budget: QualityBudget | None = None,
 ) -> DualModule:
     """Compile `model` with dual-module inference for its linear + tanh/sigmoid/ReLU layers and
     the gates of its LSTM/GRU layers.
@@ -326,10 +341,15 @@ def compile_dual(
     directory, None uses untuned defaults; each layer's metadata says which it got. validation:
     input tuples on which thresholds are chosen (default: held-out calibration rows). LSTM/GRU
     layers (nn.LSTM, nn.GRU, LSTMCell, GRUCell) are dual per gate, named like "rnn.l0" or "cell";
-    recurrent: how (tvm_dual.RecurrentConfig).
+    recurrent: how (tvm_dual.RecurrentConfig). quality_budget: a tvm_dual.QualityBudget; the
+    per-layer ratios of nn.Linear, nn.LSTM and nn.LSTMCell layers are then searched to save the
+    most bytes within it (insensitive_ratio is ignored, other layers stay exact), and
+    metadata["quality_budget"] reports the choice next to the best uniform ratio
+    (tvm_dual/quality_budget.py).
     """
     planned = plan_dual(
-        model, example_inputs, target, calibration, insensitive_ratio, little, schedules, validation, recurrent
+        model, example_inputs, target, calibration, insensitive_ratio, little, schedules, validation, recurrent,
+        quality_budget,
     )
     return build_dual(planned)
 

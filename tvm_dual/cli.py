@@ -8,6 +8,7 @@ with status 1; --verbose shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 import traceback
@@ -40,14 +41,32 @@ def _tune() -> Subcommand:
                       lambda parser: tune.build_parser(parser), lambda args, _command: tune.run(args))
 
 
-SUBCOMMANDS: list[Callable[[], Subcommand]] = [_bench, _tune]
+def _command(name: str, help: str) -> Callable[[], Subcommand]:
+    """A subcommand whose module in tvm_dual.commands holds DESCRIPTION, EPILOG, add_arguments, run."""
+
+    def make() -> Subcommand:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        return Subcommand(name, help, module.DESCRIPTION, module.EPILOG, module.add_arguments, module.run)
+
+    return make
+
+
+SUBCOMMANDS: list[Callable[[], Subcommand]] = [
+    _command("compile", "compile a PyTorch model into a dual-module shared library"),
+    _command("eval", "compare a compiled library with its PyTorch model on data"),
+    _command("report", "per-layer table and plot of a compiled library"),
+    _bench,
+    _tune,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-dual",
         description="Dual-module inference for PyTorch models on x86 CPUs, compiled with Apache TVM.",
-        epilog="examples:\n  tvm-dual bench --smoke\n  tvm-dual tune --shapes linear --trials 64\n  tvm-dual COMMAND --help",
+        epilog="examples:\n  tvm-dual compile mypkg.models:make_model -o model.so --ratio 0.5\n"
+        "  tvm-dual eval model.so --model mypkg.models:make_model\n  tvm-dual report model.so --model mypkg.models:make_model\n"
+        "  tvm-dual bench --smoke\n  tvm-dual tune --shapes linear --trials 64\n  tvm-dual COMMAND --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")

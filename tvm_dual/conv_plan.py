@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import calibrate
 from .conv_sites import ConvGeometry, ConvSite, find_conv_sites
@@ -223,7 +224,7 @@ def plan_conv_layers(
     layers = [(s.key, s.geometry, s.has_residual) for s in dual_sites]
     captured = capture_conv_inputs(model, calibration, layers, imported=imported)
     samples = {}
-    for site in dual_sites:
+    for site in tqdm(dual_sites, desc="fitting little modules", unit="layer", disable=None, leave=False):
         g = site.geometry
         patches, residual = sample_patches(captured[site.key], g, MAX_PATCHES)
         samples[site.key] = (patches, residual)

@@ -153,7 +153,7 @@ def plan_recurrent(
     else:
         fit_data, thr_data = capture_step_inputs(model, [calibration, validation], dual, imported, [MAX_FIT_ROWS, MAX_THRESHOLD_ROWS])
     kernel = config.kernel or default_gate_kernel_config(target)
-    for site in dual:
+    for site in tqdm(dual, desc="fitting little modules", unit="layer", disable=None, leave=False):
         fused = config.fused_for(site)
         weights = site_weights(site)
         x, h = fit_data[site.key]
