@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 import tvm
 import tvm_ffi
 
