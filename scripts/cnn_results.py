@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="*", default=[0.1, 0.2])
     parser.add_argument("--max-ratio", type=float, default=0.95)
     parser.add_argument("--rank", type=int, default=None, help="little-module rank (default: LittleConfig's)")
+    parser.add_argument("--projection", default="rrr", help="little-module projection (rrr is compile_dual's default for convolutions)")
     parser.add_argument("--max-cost", type=float, default=0.15, help="LittleConfig.max_cost_fraction")
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--time", nargs="*", default=None, help="labels of the settings to time (default: all)")
@@ -76,7 +77,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=tvm_dual.DualCompileWarning)
     checkpoint = args.checkpoint or default_checkpoint()
     w = workload(checkpoint)
-    little = tvm_dual.LittleConfig(rank=args.rank, max_cost_fraction=args.max_cost)
+    little = tvm_dual.LittleConfig(projection=args.projection, rank=args.rank, max_cost_fraction=args.max_cost)
     results: dict = {"checkpoint": checkpoint, "model_macs": w.model_macs, "little": vars(little) | {}, "settings": []}
     tmp = tempfile.mkdtemp(prefix="tvm_dual_cnn_")
     artifacts: dict[str, str] = {}

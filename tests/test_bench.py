@@ -192,7 +192,7 @@ def test_model_workload_takes_a_factory_import_path():
 def test_cli_errors_are_one_line_with_nonzero_exit(capsys):
     assert main(["bench", "--workload", "nope"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["tvm-dual bench: error: unknown workload 'nope'; known: linear, model"]
+    assert err == ["tvm-dual bench: error: unknown workload 'nope'; known: linear, model, ptb_step, resnet20_fmnist"]
     assert main(["bench", "--param", "k"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["bench", "--engines", "torch,nope", "--smoke"]) == 1
@@ -213,3 +213,6 @@ def test_cli_help_and_list(capsys):
     assert main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
     assert "linear" in out and all(name in out for name in ENGINES)
+    assert "ptb_lstm-750" in out  # the docs runs
+    assert main(["bench", "--docs-run", "linear"]) == 1
+    assert "give --docs too" in capsys.readouterr().err
