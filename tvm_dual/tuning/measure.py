@@ -26,7 +26,7 @@ from .workload import DualWorkload, check_outputs
 @dataclass(frozen=True)
 class MeasureOptions:
     repeat: int = 7  # timed repeats; the median is the result
-    min_repeat_ms: float = 20.0  # each repeat runs the kernel enough times to last this long
+    min_repeat_ms: int = 20  # each repeat runs the kernel enough times to last this long
     warmup_ms: float = 100.0  # time-based warm-up (the second core needs ~0.1 s to wake)
     timeout_s: float = 60.0
 
@@ -76,7 +76,7 @@ def measure_in_session(
     deadline = time.perf_counter() + options.warmup_ms / 1000
     while time.perf_counter() < deadline:
         func(*args)
-    evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, min_repeat_ms=options.min_repeat_ms)
+    evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, min_repeat_ms=int(options.min_repeat_ms))
     return float(np.median(evaluator(*args).results)), None
 
 
