@@ -183,7 +183,7 @@ def _compare(report: list[dict]) -> None:
         cells = []
         for strategy, run in runs.items():
             hit = next((i for i, t in enumerate(run["history"], 1) if t and best / t >= 0.95), None)
-            cells.append(f"{strategy}: {hit if hit else 'not'} trials")
+            cells.append(f"{strategy}: {hit} trials" if hit else f"{strategy}: not within {len(run['history'])} trials")
         print(f"{key}: trials to 95% of the best ({1e6 * best:.1f} us): " + ", ".join(cells))
 
 

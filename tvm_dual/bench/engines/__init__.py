@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Engine, EngineSkipped, LoadContext, PrepareContext, Runner, Variant
 from .onnx import OnnxRuntimeEngine, OpenVinoEngine, OpenVinoF32Engine
 from .reference import NumpyEngine, TorchEngine
-from .tvm import TvmDenseEngine, TvmDualEngine, TvmMetaScheduleEngine, TvmUntunedEngine
+from .tvm import TvmDenseEngine, TvmDualDefaultKnobsEngine, TvmDualEngine, TvmMetaScheduleEngine, TvmUntunedEngine
 
 ENGINES: dict[str, Engine] = {
     engine.name: engine
@@ -19,6 +19,7 @@ ENGINES: dict[str, Engine] = {
         TvmMetaScheduleEngine(),
         TvmDenseEngine(),
         TvmDualEngine(),
+        TvmDualDefaultKnobsEngine(),
     )
 }
 

@@ -197,6 +197,7 @@ class TvmDualEngine(Engine):
     label = "tvm-dual"
     modules = ("tvm",)
     approximate = True
+    schedules: str | None = "default"  # compile_dual's schedules: the shipped tuned knobs where tuned
 
     def prepare(self, context: PrepareContext) -> list[Variant]:
         import tvm_dual
@@ -209,7 +210,7 @@ class TvmDualEngine(Engine):
                 warnings.simplefilter("always", tvm_dual.DualCompileWarning)
                 module = tvm_dual.compile_dual(
                     workload.model, workload.example_inputs, calibration=workload.calibration,
-                    validation=workload.validation, insensitive_ratio=ratio,
+                    validation=workload.validation, insensitive_ratio=ratio, schedules=self.schedules,
                 )
             layers = module.metadata["layers"]
             if not layers:
@@ -231,3 +232,11 @@ class TvmDualEngine(Engine):
 
     def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
         return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
+
+
+class TvmDualDefaultKnobsEngine(TvmDualEngine):
+    """tvm-dual with the untuned default kernel knobs: next to tvm-dual, what tuning bought."""
+
+    name = "tvm-dual-default"
+    label = "tvm-dual, default knobs"
+    schedules = None
