@@ -98,6 +98,7 @@ def _plan_layers(
     target: tvm.target.Target,
     schedules,
     validation=None,
+    refine: bool = True,
 ) -> DualPlan:
     plan = DualPlan(vector_bits=vector_bits(target))
     dual_sites = [s for s in sites if ratios.get(s.key, 0.0) > 0]
@@ -136,12 +137,13 @@ def _plan_layers(
         )
     # Thresholds: first on the exact model's layer inputs, then again on the inputs each layer gets
     # when the layers before it are dual (one refinement pass fixes the first two layers of a chain
-    # exactly and moves the rest most of the way). With validation data, on that data.
-    for refine in range(2 if len(dual_sites) > 1 else 1):
-        if refine or validation is not None:
+    # exactly and moves the rest most of the way). With validation data, on that data. Without
+    # `refine` (a quality-budget search sets every layer's thresholds itself) the first pass only.
+    for refining in range(2 if refine and len(dual_sites) > 1 else 1):
+        if refining or validation is not None:
             threshold_data = calibration if validation is None else validation
             captured = capture_layer_inputs(
-                model, threshold_data, [s.key for s in dual_sites], imported=imported, plan=plan if refine else None
+                model, threshold_data, [s.key for s in dual_sites], imported=imported, plan=plan if refining else None
             )
         for site in dual_sites:
             layer = plan.get(site.key)
@@ -252,7 +254,8 @@ def plan_dual(
     calibration_batches = list(calibration) if calibration is not None else [inputs]
     validation_batches = list(validation) if validation is not None else None
     plan = _plan_layers(
-        model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules, validation_batches
+        model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules, validation_batches,
+        refine=quality_budget is None,
     )
     rec_plan = plan_recurrent(
         model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
