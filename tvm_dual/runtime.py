@@ -109,8 +109,10 @@ class _InputStage:
         if isinstance(value, np.ndarray):
             if value.shape != self.shape or value.dtype != self.np_dtype:
                 raise self._mismatch(value.shape, value.dtype)
-            if value.flags.c_contiguous and value.ctypes.data % _ALIGNMENT == 0:
-                return tvm_ffi.from_dlpack(value)
+            if value.flags.c_contiguous:
+                view = tvm_ffi.from_dlpack(value)
+                if view.data_ptr() % _ALIGNMENT == 0:  # (ndarray.ctypes costs more than the kernel call)
+                    return view
             np.copyto(self.staging, value)
             return self.staging_view
         if isinstance(value, torch.Tensor):
@@ -130,10 +132,16 @@ class _InputStage:
         )
 
 
+# The FFI functions behind tvm_ffi.Array's Python __getitem__/__len__, called directly: the Python
+# wrappers cost about 2 us per access, a large share of a batch-1 call.
+_array_get = tvm_ffi.get_global_func("ffi.ArrayGetItem")
+_array_size = tvm_ffi.get_global_func("ffi.ArraySize")
+
+
 def _leaves(result) -> list:
     if isinstance(result, tvm.runtime.Tensor):
         return [result]
-    return [leaf for item in result for leaf in _leaves(item)]
+    return [leaf for i in range(_array_size(result)) for leaf in _leaves(_array_get(result, i))]
 
 
 class DualModule:
@@ -190,8 +198,8 @@ class DualModule:
             result = self._main(*args)
             if self._counter_layers:
                 self._calls_total += 1
-                self._rows_total += np.from_dlpack(result[1])
-                result = result[0]
+                self._rows_total += np.from_dlpack(_array_get(result, 1))
+                result = _array_get(result, 0)
         # Outputs are fresh VM allocations: zero-copy views keep them alive, nothing reuses them.
         convert = torch.from_dlpack if as_torch else np.from_dlpack
         leaves = [convert(t) for t in _leaves(result)]

@@ -88,7 +88,7 @@ def _static(g: ConvGeometry) -> tuple:
 def pad_input(x, xp, B, H, W, CI, PT, PL, PB, PR):
     """xp (B, H+PT+PB, (W+PL+PR)*CI) = x (B, H, W*CI) zero-padded, rows as flat runs (vectorizable
     copies); every element is written once (the workspace is not zeroed)."""
-    WP = W + PL + PR
+    WP: T.let = W + PL + PR
     for b, hh in T.grid(B, H + PT + PB):
         if hh < PT or hh >= H + PT:
             for i in range(WP * CI):

@@ -146,7 +146,7 @@ def dual_dense_template(
     def column_block(
         x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, blk_count, little_out, nb, B, N, K, R, RH
     ):
-        c0 = nb * NB
+        c0: T.let = nb * NB
         # little values of the block: NB accumulators in registers, streamed over the rank
         acc2 = T.alloc_buffer((NB,), "float32")
         for b in range(B):
@@ -163,18 +163,21 @@ def dual_dense_template(
             if debug:
                 for v in range(T.min(NB, N - c0)):
                     little_out[b, c0 + v] = yl[b, c0 + v]
-        # mask and compaction, branch-free (idx[c0 + cnt] = n is in bounds since cnt <= v);
-        # padded columns past N never count, even if a NaN input makes them "sensitive"
-        cnt: T.int32 = 0
-        for v in range(NB):
-            hit: T.int32 = 0
-            for b in range(B):
+            for v in T.vectorized(NB):
                 sens[b, c0 + v] = T.Cast("int8", sensitive(yl[b, c0 + v], lo[c0 + v], hi[c0 + v]))
-                hit = T.max(hit, T.Cast("int32", sens[b, c0 + v]))
-            idx[c0 + cnt] = c0 + v
-            cnt = cnt + T.if_then_else(c0 + v < N, hit, 0)
+        # compaction, branch-free (idx[c0 + cnt] = n is in bounds since cnt <= v); padded columns
+        # past N never count, even if a NaN input makes them "sensitive"
+        cnt = T.alloc_buffer((1,), "int32")
+        hit = T.alloc_buffer((1,), "int32")
+        cnt[0] = 0
+        for v in range(NB):
+            hit[0] = 0
+            for b in range(B):
+                hit[0] = T.max(hit[0], T.Cast("int32", sens[b, c0 + v]))
+            idx[c0 + cnt[0]] = c0 + v
+            cnt[0] = cnt[0] + T.if_then_else(c0 + v < N, hit[0], 0)
         # exact rows of the block, G at a time, then the last cnt % G
-        ngroups: T.int32 = cnt // G
+        ngroups: T.let = cnt[0] // G
         acc3 = T.alloc_buffer((G * L,), "float32")
         for j in range(ngroups):
             for b in range(B):
@@ -183,7 +186,7 @@ def dual_dense_template(
                     if sens[b, idx[c0 + j * G + g]] != T.int8(0):
                         yl[b, idx[c0 + j * G + g]] = acc3[g * L] + bias[idx[c0 + j * G + g]]
         acc4 = T.alloc_buffer((L,), "float32")
-        for jt in range(cnt - ngroups * G):
+        for jt in range(cnt[0] - ngroups * G):
             for b in range(B):
                 exact_dot1(acc4, W, idx, c0 + ngroups * G + jt, c0 + ngroups * G + jt, x, b, K)
                 if sens[b, idx[c0 + ngroups * G + jt]] != T.int8(0):
@@ -196,7 +199,7 @@ def dual_dense_template(
             else:
                 for v in range(N - c0):
                     y[b, c0 + v] = finish(yl[b, c0 + v], sens[b, c0 + v])
-        blk_count[nb] = cnt
+        blk_count[nb] = cnt[0]
 
     @T.macro
     def body(x, W, bias, P, Ps, WLB, WLs, bL, lo, hi, y, count, little_out, sens_out, B, N, K, R, NBT, KP, RH):
@@ -251,10 +254,9 @@ def dual_dense_template(
                         x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, blk_count, little_out,
                         task + i * tasks, B, N, K, R, RH,
                     )
-        total: T.int32 = 0
+        count[0] = 0
         for nb in range(NBT):
-            total = total + blk_count[nb]
-        count[0] = total
+            count[0] = count[0] + blk_count[nb]
         if debug:
             for b, n in T.grid(B, N):
                 sens_out[b, n] = sens[b, n]

@@ -116,7 +116,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     @T.macro
     def gather_rows(acc, accs, Wm, idx, slot, base, cnt, X, K, yl, sens, bias, B):
         # exact rows idx[base:base+cnt] of Wm over X, into yl at slot[], for the samples that need them
-        ngroups: T.int32 = cnt // G
+        ngroups: T.let = cnt // G
         for j in range(ngroups):
             for b in range(B):
                 exact_dot(acc, Wm, idx, base + j * G, base + T.min(j * G + G, (ngroups - 1) * G), X, b, K)
@@ -148,8 +148,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     @T.macro
     def block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx, slot,
               blk_count, little_out, nb, B, H, I, KJ, R, HP):
-        c0 = nb * NB
-        base = nb * (NG * NB)
+        c0: T.let = nb * NB
+        base: T.let = nb * (NG * NB)
         # 1. little values of every row group of the block, NL * NB accumulators
         acc2 = T.alloc_buffer((NL * NB,), "float32")
         for b in range(B):
@@ -166,45 +166,49 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                     for v in range(NB):
                         little_out[b, l * HP + c0 + v] = yl[b, l * HP + c0 + v]
         # 2. joint gates: mask and compaction (branch-free; padded units never count)
-        cnt: T.int32 = 0
+        cnt = T.alloc_buffer((1,), "int32")
+        hit = T.alloc_buffer((1,), "int32")
+        cnt[0] = 0
         for g in range(NJ):
             for v in range(NB):
-                hit: T.int32 = 0
+                hit[0] = 0
                 for b in range(B):
                     sens[b, g * HP + c0 + v] = T.Cast(
                         "int8", sensitive(decision_value(yl, addend, b, g, c0 + v, HP, H), lo[g * HP + c0 + v], hi[g * HP + c0 + v])
                     )
-                    hit = T.max(hit, T.Cast("int32", sens[b, g * HP + c0 + v]))
-                idx[base + cnt] = g * H + T.min(c0 + v, H - 1)
-                slot[base + cnt] = g * HP + c0 + v
-                cnt = cnt + T.if_then_else(c0 + v < H, hit, 0)
+                    hit[0] = T.max(hit[0], T.Cast("int32", sens[b, g * HP + c0 + v]))
+                idx[base + cnt[0]] = g * H + T.min(c0 + v, H - 1)
+                slot[base + cnt[0]] = g * HP + c0 + v
+                cnt[0] = cnt[0] + T.if_then_else(c0 + v < H, hit[0], 0)
         acc3 = T.alloc_buffer((G * L,), "float32")
         acc4 = T.alloc_buffer((L,), "float32")
-        gather_rows(acc3, acc4, Wj, idx, slot, base, cnt, xin, KJ, yl, sens, bias, B)
-        cnt2: T.int32 = 0
+        gather_rows(acc3, acc4, Wj, idx, slot, base, cnt[0], xin, KJ, yl, sens, bias, B)
+        cnt2 = T.alloc_buffer((1,), "int32")
+        hit2 = T.alloc_buffer((1,), "int32")
+        cnt2[0] = 0
         if gru:
             # 3. GRU n gate: decided on x_n + r * h_n with this block's final r
-            base2 = base + NJ * NB
+            base2: T.let = base + NJ * NB
             for v in range(NB):
-                hit2: T.int32 = 0
+                hit2[0] = 0
                 for b in range(B):
                     sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
                     if fused:
                         sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
-                    hit2 = T.max(hit2, T.Cast("int32", sens[b, 2 * HP + c0 + v]))
+                    hit2[0] = T.max(hit2[0], T.Cast("int32", sens[b, 2 * HP + c0 + v]))
                 if fused:
-                    idx[base2 + cnt2] = T.min(c0 + v, H - 1)
+                    idx[base2 + cnt2[0]] = T.min(c0 + v, H - 1)
                 else:
-                    idx[base2 + cnt2] = 2 * H + T.min(c0 + v, H - 1)
-                slot[base2 + cnt2] = 2 * HP + c0 + v
-                cnt2 = cnt2 + T.if_then_else(c0 + v < H, hit2, 0)
+                    idx[base2 + cnt2[0]] = 2 * H + T.min(c0 + v, H - 1)
+                slot[base2 + cnt2[0]] = 2 * HP + c0 + v
+                cnt2[0] = cnt2[0] + T.if_then_else(c0 + v < H, hit2[0], 0)
             if fused:
-                gather_rows(acc3, acc4, Wnx, idx, slot, base2, cnt2, x, I, yl, sens, bias, B)
-                for t in range(cnt2):
+                gather_rows(acc3, acc4, Wnx, idx, slot, base2, cnt2[0], x, I, yl, sens, bias, B)
+                for t in range(cnt2[0]):
                     slot[base2 + t] = slot[base2 + t] + HP  # the same units' n_h rows
-                gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2, h, H, yl, sens, bias, B)
+                gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
             else:
-                gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2, h, H, yl, sens, bias, B)
+                gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
         # 4. outputs (out_h + out_x = pre-activations; GRU n: out_x = x_n, out_h = h_n)
         for b in range(B):
             for g in range(NG):
@@ -216,7 +220,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                         out_h[b, g * H + c0 + v] = yl[b, g * HP + c0 + v]
                         if fused:
                             out_x[b, g * H + c0 + v] = T.float32(0)
-        blk_count[nb] = cnt + cnt2
+        blk_count[nb] = cnt[0] + cnt2[0]
 
     @T.macro
     def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
@@ -267,10 +271,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 for i in range((NBT + tasks - 1 - task) // tasks):
                     block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx,
                           slot, blk_count, little_out, task + i * tasks, B, H, I, KJ, R, HP)
-        total: T.int32 = 0
+        count[0] = 0
         for nb in range(NBT):
-            total = total + blk_count[nb]
-        count[0] = total
+            count[0] = count[0] + blk_count[nb]
         if debug:
             for b, n in T.grid(B, NL * HP):
                 sens_out[b, n] = sens[b, n]

@@ -55,12 +55,14 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
     @T.macro
     def quantize_rows(src, dst, scale, bad, b, n, n_padded):
         """dst[b, :n] = round(src[b, :n] / scale[b]) as int16, zero-padded; bad[b] = any non-finite."""
-        amax: T.float32 = T.float32(0)
-        nonfinite: T.int32 = 0
+        amax = T.alloc_buffer((1,), "float32")
+        nonfinite = T.alloc_buffer((1,), "int32")
+        amax[0] = T.float32(0)
+        nonfinite[0] = 0
         for i in range(n):
-            amax = T.max(amax, T.fabs(src[b, i]))
-            nonfinite = T.max(nonfinite, T.Cast("int32", T.Not(T.isfinite(src[b, i]))))
-        s: T.float32 = T.if_then_else(amax > T.float32(0), amax / T.Cast("float32", qmax_for(n_padded)), T.float32(1))
+            amax[0] = T.max(amax[0], T.fabs(src[b, i]))
+            nonfinite[0] = T.max(nonfinite[0], T.Cast("int32", T.Not(T.isfinite(src[b, i]))))
+        s: T.let = T.if_then_else(amax[0] > T.float32(0), amax[0] / T.Cast("float32", qmax_for(n_padded)), T.float32(1))
         for i0 in range(n // 16):
             for v in T.vectorized(16):
                 dst[b, i0 * 16 + v] = T.Cast("int16", T.nearbyint(src[b, i0 * 16 + v] / s))
@@ -69,7 +71,7 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
                 n // 16 * 16 + i < n, T.Cast("int16", T.nearbyint(src[b, T.min(n // 16 * 16 + i, n - 1)] / s)), T.int16(0)
             )
         scale[b] = s
-        bad[b] = T.max(bad[b], nonfinite)
+        bad[b] = T.max(bad[b], nonfinite[0])
 
     @T.macro
     def project_group(P, Ps, xq, xs, z, rg, b, KP):
@@ -83,11 +85,12 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
                 acc[T.ramp(g * VL, 1, VL)] = acc[T.ramp(g * VL, 1, VL)] + pmadd(
                     P.vload([rg * G + g, kc * 2 * VL], i8v), xq.vload([b, kc * 2 * VL], i16v)
                 )
+        total = T.alloc_buffer((1,), "int32")
         for g in T.unroll(G):
-            total: T.int32 = 0
+            total[0] = 0
             for v in range(VL):
-                total = total + acc[g * VL + v]
-            z[b, rg * G + g] = T.Cast("float32", total) * (Ps[rg * G + g] * xs[b])
+                total[0] = total[0] + acc[g * VL + v]
+            z[b, rg * G + g] = T.Cast("float32", total[0]) * (Ps[rg * G + g] * xs[b])
 
     @T.macro
     def little_block(WLB, WLs, bL, zq, zs, bad, yl, nb, b, RH):
@@ -96,7 +99,7 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
         for v in T.vectorized(NB):
             acc[v] = 0
         for p in range(RH):
-            pair = T.reinterpret(
+            pair: T.let = T.reinterpret(
                 "int32",
                 T.Cast("uint32", T.reinterpret("uint16", zq[b, 2 * p]))
                 | (T.Cast("uint32", T.reinterpret("uint16", zq[b, 2 * p + 1])) << T.uint32(16)),
