@@ -111,7 +111,7 @@ class _InputStage:
                 raise self._mismatch(value.shape, value.dtype)
             if value.flags.c_contiguous:
                 view = tvm_ffi.from_dlpack(value)
-                if view.data_ptr() % _ALIGNMENT == 0:  # (ndarray.ctypes costs more than the kernel call)
+                if view.data_ptr() % _ALIGNMENT == 0:  # (ndarray.ctypes alone costs about 1.5 us a call)
                     return view
             np.copyto(self.staging, value)
             return self.staging_view
