@@ -63,7 +63,7 @@ def main() -> None:
         layers = kernel_times(profile, [s.name for s in stats])
         cells = " ".join(f"{k}={1e6 * v:.1f}" for k, v in layers.items())
         print(f"{name:<32} {acc:>12.4f} {dense_acc - acc:>7.4f} {read / 1024:>13.1f} {1e6 * sum(profile.values()):>10.1f}  {cells}")
-    print(f"(KiB read: W rows + little modules of fc1 and fc2, averaged over the 10,000 test calls; the head is dense in all)")
+    print("(KiB read: W rows + little modules of fc1 and fc2, averaged over the 10,000 test calls; the head is dense in all)")
 
 
 if __name__ == "__main__":

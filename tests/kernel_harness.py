@@ -22,7 +22,7 @@ def build_dual(shape: DualDenseShape, config: DualKernelConfig, debug: bool = Tr
 
 
 def random_little(rng, shape: DualDenseShape):
-    B, N, K, R = shape.batch, shape.n, shape.k, shape.rank
+    N, K, R = shape.n, shape.k, shape.rank
     return dict(
         W=(rng.standard_normal((N, K)) / np.sqrt(K)).astype(np.float32),
         bias=rng.standard_normal(N).astype(np.float32),

@@ -36,3 +36,31 @@ def test_functional_forms_and_output_structure():
     np.testing.assert_allclose(got["logits"], expected["logits"].numpy(), atol=1e-5)
     np.testing.assert_allclose(got["hidden"][0], expected["hidden"][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(got["hidden"][1], expected["hidden"][1].numpy(), atol=1e-5)
+
+
+def test_fast_activations_legalize_float32_only():
+    from tvm import relax
+
+    from tvm_dual.transform.legalize_fast_activations import LegalizeFastActivations
+
+    bb = relax.BlockBuilder()
+    x32 = relax.Var("x32", relax.TensorType((4,), "float32"))
+    x64 = relax.Var("x64", relax.TensorType((4,), "float64"))
+    with bb.function("main", [x32, x64]):
+        out = (bb.emit(relax.op.tanh(x32)), bb.emit(relax.op.sigmoid(x32)), bb.emit(relax.op.tanh(x64)))
+        bb.emit_func_output(relax.Tuple(out))
+    mod = LegalizeFastActivations()(bb.get())
+    names = {gv.name_hint for gv in mod.get_global_vars()}
+    assert {"fast_tanh", "fast_sigmoid"} <= names
+    assert "R.tanh(x64)" in str(mod["main"])  # float64 stays for TVM's own legalization
+
+
+def test_fast_activations_match_pytorch_over_the_real_line():
+    class Elementwise(torch.nn.Module):
+        def forward(self, x):
+            return torch.tanh(x) * torch.sigmoid(3 * x) + torch.sigmoid(x)
+
+    x = torch.linspace(-30, 30, 999).reshape(1, 999)
+    x[0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    mod = tvm_dual.compile_dual(Elementwise(), (x,), insensitive_ratio=0.0)
+    torch.testing.assert_close(mod(x), Elementwise()(x), atol=1e-6, rtol=0, equal_nan=True)

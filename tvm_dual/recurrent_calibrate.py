@@ -21,6 +21,7 @@ from . import calibrate
 from .frontend import ImportedModel
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
+from .target import vector_bits
 from .little import LittleConfig, fit_little_module
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
@@ -128,8 +129,13 @@ def gate_thresholds(
 
 
 def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
-    vector_bits = int(tvm.target.codegen.llvm_get_vector_width(target))
-    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * vector_bits // 32), little_block=16)
+    """Untuned gate-kernel knobs: eight gathered rows with one vector register of accumulators
+    each, 32 units per block. Half the rows exact, rotating selections, Zen 3 (AVX2), 1 / 2 threads:
+    LSTM-750 751 / 307 us with the previous lanes=32 (LLVM reports a 512-bit vector width for
+    znver3, which has no AVX-512, so the accumulators spilled), 622 / 270 us with 16 lanes x 4
+    rows, 467 / 210 us with these; GRU-750 544 / 201, 440 / 173, 362 / 151 us
+    (scripts/bench_gate_kernel.py, docs/RESULTS.md)."""
+    return DualKernelConfig(rows_per_group=8, lanes=max(8, vector_bits(target) // 32), little_block=32)
 
 
 def plan_recurrent(

@@ -16,6 +16,7 @@ from .dense_gemv_rewrite import DenseGemvRewrite
 from .dual_conv_rewrite import DualConvRewrite
 from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
+from .legalize_fast_activations import LegalizeFastActivations
 
 if TYPE_CHECKING:
     from ..conv_plan import ConvPlan
@@ -41,7 +42,7 @@ def rewrite_passes(
 
 
 def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | None = None) -> tvm.transform.Pass:
-    """TVM's CPU pipeline: legalize and fuse, apply a MetaSchedule database if given, then dlight CPU
+    """TVM's CPU pipeline (float32 tanh and sigmoid legalized to vectorizable forms first): legalize and fuse, apply a MetaSchedule database if given, then dlight CPU
     rules for whatever is still unscheduled (the order of TVM's meta_schedule compile_relax)."""
 
     @tvm.transform.module_pass(opt_level=0, name="TvmDualLowering")
@@ -50,6 +51,7 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
         with target:
             seq = tvm.transform.Sequential(
                 cpu_pipeline.library_dispatch_passes(target)
+                + [LegalizeFastActivations()]
                 + cpu_pipeline.legalize_passes(target)
                 + tuned
                 + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]

@@ -1,0 +1,91 @@
+"""Time the recurrent gate kernel alone under several knob settings, side by side.
+
+Random weights, and per-row thresholds that make a given fraction of gate rows sensitive; the
+selection changes every call (32 selections in rotation), as a real token stream's does, so rows
+come from memory rather than from the cache lines the previous call left behind. Configurations
+are interleaved in a different order each round; the result is the median over rounds.
+
+    python scripts/bench_gate_kernel.py --cell lstm --hidden 750 --sensitive 0.5 \
+        '{"lanes": 16, "rows_per_group": 4, "little_block": 16}' '{"lanes": 8, "rows_per_group": 8, "little_block": 32}'
+
+Threads: TVM_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import tvm
+
+from tvm_dual.kernels.dual_dense import DualKernelConfig
+from tvm_dual.kernels.dual_gates import CELLS, GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
+from tvm_dual.target import host_target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("configs", nargs="+", help="DualKernelConfig knobs as JSON objects")
+    ap.add_argument("--cell", choices=sorted(CELLS), default="lstm")
+    ap.add_argument("--hidden", type=int, default=750)
+    ap.add_argument("--input-size", type=int, default=None, help="default: the hidden size")
+    ap.add_argument("--rank", type=int, default=100)
+    ap.add_argument("--sensitive", type=float, default=0.5, help="fraction of gate rows computed exactly")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=300, help="timed calls per configuration and round")
+    args = ap.parse_args()
+
+    H, R = args.hidden, args.rank
+    I = args.input_size or H
+    shape = GateShape(args.cell, 1, H, I, R, fused=True)
+    ng, nl, nj = CELLS[args.cell], little_groups(args.cell, True), joint_gates(args.cell)
+    configs = [DualKernelConfig(**json.loads(c)) for c in args.configs]
+    kernels = [tvm.compile(tvm.IRModule({"main": make_dual_gates(shape, c)}), target=host_target())["main"] for c in configs]
+
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+
+    def tensor(a: np.ndarray) -> tvm.runtime.Tensor:
+        return tvm.runtime.tensor(np.ascontiguousarray(a))
+
+    weights = [tensor((rng.standard_normal((nj * H, I + H)) / np.sqrt(I + H)).astype(f32))]
+    if args.cell == "gru":
+        weights += [tensor(rng.standard_normal((H, I)).astype(f32)), tensor(rng.standard_normal((H, H)).astype(f32))]
+    P = rng.integers(-127, 128, (R, I + H)).astype(np.int8)
+    WL = rng.integers(-127, 128, (nl * H, R)).astype(np.int8)
+    xs = [tensor(rng.standard_normal((1, I)).astype(f32)) for _ in range(8)]
+    hs = [tensor(rng.standard_normal((1, H)).astype(f32)) for _ in range(8)]
+    outputs = [tensor(np.zeros((1, ng * H), f32)), tensor(np.zeros(1, np.int32)), tensor(np.zeros((1, ng * H), f32))]
+    selections = [rng.random(ng * H) < args.sensitive for _ in range(32)]
+
+    def constants(config: DualKernelConfig) -> list[list[tvm.runtime.Tensor]]:
+        out, shared = [], None
+        for chosen in selections:
+            lo = np.where(chosen, -np.inf, np.inf).astype(f32)
+            packed = pack_gate_constants(np.zeros(nl * H, f32), P, np.full(R, 1e-3, f32), WL, np.full(nl * H, 1e-3, f32),
+                                         np.zeros(nl * H, f32), lo, -lo, H, config.little_block)
+            shared = shared or [tensor(a) for a in packed[:6]]  # only the thresholds rotate
+            out.append(shared + [tensor(a) for a in packed[6:]])
+        return out
+
+    per_config = [constants(c) for c in configs]
+    times: list[list[float]] = [[] for _ in configs]
+    for rnd in range(args.rounds):
+        for ci in np.random.default_rng(rnd).permutation(len(configs)):
+            kernel, consts = kernels[ci], per_config[ci]
+            for i in range(50):
+                kernel(xs[0], hs[0], *weights, *consts[i % 32], *outputs)
+            start = time.perf_counter()
+            for i in range(args.calls):
+                kernel(xs[i % 8], hs[i % 8], *weights, *consts[i % 32], *outputs)
+            times[ci].append((time.perf_counter() - start) / args.calls * 1e6)
+    rows = int(outputs[1].numpy()[0])
+    print(f"{args.cell.upper()} hidden {H} input {I} rank {R}: {rows} of {ng * H} gate rows exact in the last call")
+    for text, t in zip(args.configs, times):
+        print(f"{np.median(t):9.1f} us  (rounds {min(t):.0f}-{max(t):.0f})  {text}")
+
+
+if __name__ == "__main__":
+    main()
