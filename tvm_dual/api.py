@@ -259,7 +259,7 @@ def plan_dual(
     )
     rec_plan = plan_recurrent(
         model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
-        recurrent or RecurrentConfig(), tvm_target,
+        recurrent or RecurrentConfig(), tvm_target, schedules,
     )
     budget_report = (
         search_quality_budget(quality_budget, model, plan, rec_plan, calibration_batches, validation_batches)

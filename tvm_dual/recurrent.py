@@ -402,6 +402,7 @@ class RecurrentLayerPlan:
     calibration_ratio: float  # insensitive fraction on the threshold data
     gate_ratios: dict[str, float]  # insensitive fraction per gate on the threshold data
     kernel: DualKernelConfig
+    schedule_source: str = "default"  # where the kernel knobs came from (tuning/schedules.lookup)
 
     def shape(self) -> GateShape:
         return GateShape(cell=self.cell, batch=self.batch, hidden=self.hidden, input_size=self.input_size,
@@ -427,7 +428,7 @@ class RecurrentLayerPlan:
             "mode": "fused" if self.fused else "hoisted",
             "little_bytes": gate_little_bytes(shape),
             "kernel": self.kernel.to_dict(),
-            "schedule_source": "default",
+            "schedule_source": self.schedule_source,
         }
 
 

@@ -10,6 +10,7 @@ x_n + r * h_n with r as the kernel will compute it (exact where the r row is sen
 
 from __future__ import annotations
 
+import os
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from .frontend import ImportedModel
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
 from .target import vector_bits
+from .tuning.gate_workload import GateWorkload
+from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
@@ -148,8 +151,11 @@ def plan_recurrent(
     little: LittleConfig,
     config: RecurrentConfig,
     target: tvm.target.Target,
+    schedules: str | os.PathLike | None = "default",
 ) -> RecurrentPlan:
-    """Fit little modules and choose per-gate thresholds for the sites with a ratio above 0."""
+    """Fit little modules and choose per-gate thresholds for the sites with a ratio above 0; gate
+    kernel knobs from config.kernel, else the tuned schedules (as compile_dual's `schedules`), else
+    the defaults."""
     plan = RecurrentPlan()
     dual = [s for s in sites if s.dual_ok and ratios.get(s.key, 0.0) > 0]
     if not dual:
@@ -159,13 +165,18 @@ def plan_recurrent(
         thr_data = fit_data
     else:
         fit_data, thr_data = capture_step_inputs(model, [calibration, validation], dual, imported, [MAX_FIT_ROWS, MAX_THRESHOLD_ROWS])
-    kernel = config.kernel or default_gate_kernel_config(target)
     for site in tqdm(dual, desc="fitting little modules", unit="layer", disable=None, leave=False):
         fused = config.fused_for(site)
         weights = site_weights(site)
         x, h = fit_data[site.key]
         W, b = weights.little_target(fused)
         module = fit_little_module(W, b, np.concatenate([x, h], axis=1) if fused else h, little)
+        if config.kernel is not None:
+            kernel, source = config.kernel, "given (RecurrentConfig.kernel)"
+        else:
+            workload = GateWorkload(site.cell, site.batch, site.hidden, site.input_size, module.rank, fused)
+            tuned, source = lookup(workload.shape_key, target, schedules)
+            kernel = tuned or default_gate_kernel_config(target)
         tx, th = thr_data[site.key]
         if len(tx) > MAX_THRESHOLD_ROWS:
             keep = np.random.default_rng(1).choice(len(tx), MAX_THRESHOLD_ROWS, replace=False)
@@ -175,5 +186,6 @@ def plan_recurrent(
             name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
             batch=site.batch, little=module, lo=lo, hi=hi, target_ratio=ratios[site.key],
             calibration_ratio=float(np.mean(list(fractions.values()))), gate_ratios=fractions, kernel=kernel,
+            schedule_source=source,
         )
     return plan

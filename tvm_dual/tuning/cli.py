@@ -2,10 +2,12 @@
 
 Examples:
     tvm-dual tune --shapes mlp --trials 64                      # the demo MLP's layers, this host
+    tvm-dual tune --shapes ptb750 --trials 48                   # the PTB LSTM-750 / GRU-750 gate kernels
     tvm-dual tune --target "llvm -mcpu=skylake-avx512" --shapes ptb750 --minutes 20 \\
         --rpc-tracker 10.0.0.2:9190 --rpc-key skx --parallel 4  # measured on a fleet
     tvm-dual tune --model mypkg.models:make --ratio 0.5         # factory -> (model, inputs[, calibration])
     tvm-dual tune --workload 1,4096,1024,81 --strategy both     # XGBoost vs random search, same run
+    tvm-dual tune --gate-workload lstm,750,750,100              # one gate kernel: CELL,H,I,R[,hoisted]
 """
 
 from __future__ import annotations
@@ -17,32 +19,45 @@ import os
 import time
 from pathlib import Path
 
+from ..kernels.dual_gates import little_groups
 from ..little import LittleConfig, choose_rank
 from ..target import resolve_target, target_to_string
 from .measure import LocalMeasurer, MeasureOptions, RPCMeasurer
 from .records import read_records
 from .schedules import distill, schedule_path, write_schedule_file
 from .tuner import tune_dual_kernel
+from .gate_workload import GateWorkload
 from .workload import DualWorkload
 
 REPO = Path(__file__).resolve().parents[2]
 
-# (batch, N, K) of the dual layers of the shipped models; ranks follow the default LittleConfig
+# (batch, N, K) of the dense dual layers of the shipped models; ranks follow the default LittleConfig
 NAMED_SHAPES = {
     "mlp": [(1, 512, 784), (1, 256, 512)],  # scripts/demo.py FashionMLP(512, 256)
     "linear": [(1, 4096, 1024)],  # the benchmark layer
-    "ptb750": [(1, 3000, 750), (1, 2250, 750)],  # LSTM-750 and GRU-750 recurrent gates
-    "ptb1500": [(1, 6000, 1500), (1, 4500, 1500)],
+}
+# (cell, hidden, input size) of the PTB language models' recurrent layers: the one-token step's
+# fused gate kernel (kernels/dual_gates.py), rank as compile_dual's default LittleConfig fits it
+NAMED_GATES = {
+    "ptb750": [("lstm", 750, 750), ("gru", 750, 750)],
+    "ptb1500": [("lstm", 1500, 1500), ("gru", 1500, 1500)],
 }
 
 
-def named_workloads(names: list[str], ratio: float, act: str = "tanh") -> list[DualWorkload]:
+def gate_workload(cell: str, hidden: int, input_size: int, ratio: float, rank: int | None = None, fused: bool = True):
+    rows = little_groups(cell, fused) * hidden
+    rank = rank or choose_rank(LittleConfig(), rows, input_size + hidden if fused else hidden)
+    return GateWorkload(cell, 1, hidden, input_size, rank, fused, ratio)
+
+
+def named_workloads(names: list[str], ratio: float, act: str = "tanh") -> list:
     out = []
     for name in names:
-        if name not in NAMED_SHAPES:
-            raise SystemExit(f"unknown shape set {name!r}; known: {', '.join(NAMED_SHAPES)}")
-        for b, n, k in NAMED_SHAPES[name]:
+        if name not in NAMED_SHAPES and name not in NAMED_GATES:
+            raise SystemExit(f"unknown shape set {name!r}; known: {', '.join([*NAMED_SHAPES, *NAMED_GATES])}")
+        for b, n, k in NAMED_SHAPES.get(name, []):
             out.append(DualWorkload(b, n, k, choose_rank(LittleConfig(), n, k), act, ratio))
+        out += [gate_workload(cell, h, i, ratio) for cell, h, i in NAMED_GATES.get(name, [])]
     return out
 
 
@@ -72,13 +87,25 @@ def parse_workload(text: str, ratio: float) -> DualWorkload:
     return DualWorkload(b, n, k, r, parts[4] if len(parts) > 4 else "tanh", ratio)
 
 
+def parse_gate_workload(text: str, ratio: float) -> GateWorkload:
+    parts = text.split(",")
+    try:
+        cell, (h, i, r) = parts[0], (int(v) for v in parts[1:4])
+        fused = {"fused": True, "hoisted": False}[parts[4] if len(parts) > 4 else "fused"]
+        return gate_workload(cell, h, i, ratio, r, fused)
+    except (ValueError, KeyError):
+        raise SystemExit(f"--gate-workload expects CELL,H,I,R[,fused|hoisted] (CELL lstm or gru), got {text!r}") from None
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="tvm-dual tune", description=__doc__.splitlines()[0])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n", 2)[2]
     what = parser.add_argument_group("what to tune")
     what.add_argument("--shapes", nargs="+", metavar="SET", help=f"named shape sets: {', '.join(NAMED_SHAPES)}")
-    what.add_argument("--workload", action="append", default=[], metavar="B,N,K,R[,act]")
+    what.add_argument("--workload", action="append", default=[], metavar="B,N,K,R[,act]", help="a dense dual kernel")
+    what.add_argument("--gate-workload", action="append", default=[], metavar="CELL,H,I,R[,fused|hoisted]",
+                      help="a recurrent gate kernel at batch 1")
     what.add_argument("--model", metavar="MODULE:FACTORY", help="tune the dual layers of this model")
     what.add_argument("--ratio", type=float, default=0.5, help="insensitive ratio the inputs are built for")
     what.add_argument(
@@ -107,6 +134,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace) -> int:
     target = resolve_target(args.target)
     workloads = [parse_workload(w, args.ratio) for w in args.workload]
+    workloads += [parse_gate_workload(w, args.ratio) for w in args.gate_workload]
     if args.shapes:
         workloads += named_workloads(args.shapes, args.ratio)
     if args.model:
@@ -114,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if not workloads:
         raise SystemExit("nothing to tune: give --shapes, --workload or --model")
     if args.dense:
-        return _tune_dense(workloads, target, args)
+        return _tune_dense([w for w in workloads if isinstance(w, DualWorkload)], target, args)
     options = MeasureOptions()
     if args.rpc_tracker:
         host, _, port = args.rpc_tracker.rpartition(":")

@@ -1,8 +1,10 @@
 """Tuning records: one JSON object per line, every measured candidate, append-only.
 
 A record: {"kernel", "workload" (key), "workload_params", "target", "config", "time_s" (median
-seconds, null on failure), "error", "measurer", "tvm_version", "tvm_dual_version", "timestamp"}.
-Reading is forgiving: a corrupt line, a record of another kernel family or with unknown knobs is
+seconds, null on failure), "error", "measurer", "method" ("cold" or "warm", MeasureOptions),
+"tvm_version", "tvm_dual_version", "timestamp"}.
+"kernel" is the kernel family ("dual_dense", "dual_gates").
+Reading is forgiving: a corrupt line, a record of an unknown kernel family or with unknown knobs is
 skipped with one warning per file that says how many lines and why; a file that is not JSON lines
 at all is an error.
 """
@@ -21,9 +23,10 @@ import tvm
 from .._version import __version__ as TVM_DUAL_VERSION
 from ..kernels.dual_dense import DualKernelConfig
 from .space import config_from_dict
-from .workload import DualWorkload
+from .workload import DualWorkload, workload_from_dict
 
-KERNEL = "dual_dense"
+
+METHODS = ("cold", "warm")  # preferred first: a cold-cache time is what a stream of real inputs sees
 
 
 class TuningLogWarning(UserWarning):
@@ -36,17 +39,18 @@ class TuningLogError(ValueError):
 
 @dataclass
 class Record:
-    workload: DualWorkload
+    workload: DualWorkload  # or another kernel family's workload (tuning/workload.py)
     target: str
     config: DualKernelConfig
     time_s: float | None
     error: str | None = None
     measurer: str = "local"
+    method: str = "warm"  # MeasureOptions.method; records written before it existed are "warm"
 
     def to_json(self) -> str:
         return json.dumps(
             {
-                "kernel": KERNEL,
+                "kernel": self.workload.kernel,
                 "workload": self.workload.key,
                 "workload_params": self.workload.to_dict(),
                 "target": self.target,
@@ -54,6 +58,7 @@ class Record:
                 "time_s": self.time_s,
                 "error": self.error,
                 "measurer": self.measurer,
+                "method": self.method,
                 "tvm_version": tvm.__version__,
                 "tvm_dual_version": TVM_DUAL_VERSION,
                 "timestamp": time.time(),
@@ -64,19 +69,24 @@ class Record:
     @staticmethod
     def from_json(line: str) -> "Record":
         d = json.loads(line)
-        if d.get("kernel") != KERNEL:
-            raise ValueError(f"kernel {d.get('kernel')!r} is not {KERNEL!r}")
         time_s = d["time_s"]
         if time_s is not None and not (isinstance(time_s, (int, float)) and time_s > 0):
             raise ValueError(f"bad time {time_s!r}")
         return Record(
-            workload=DualWorkload.from_dict(d["workload_params"]),
+            workload=workload_from_dict(d["workload_params"], d.get("kernel")),
             target=str(d["target"]),
             config=config_from_dict(d["config"]),
             time_s=time_s,
             error=d.get("error"),
             measurer=d.get("measurer", "local"),
+            method=check_method(d.get("method", "warm")),
         )
+
+
+def check_method(value) -> str:
+    if value not in METHODS:
+        raise ValueError(f"unknown measurement method {value!r}")
+    return value
 
 
 def append_records(path: str | os.PathLike, records: list[Record]) -> None:

@@ -13,12 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tvm
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig
-from .records import Record
+from .records import METHODS, Record, check_method
 from .space import config_from_dict
-from .workload import DualWorkload
+from .workload import DualWorkload, workload_from_dict
 
 FORMAT = 1
 # The shipped schedules live next to the package (the repository's schedules/ directory);
@@ -43,23 +44,38 @@ def shape_key(shape: DualDenseShape) -> str:
 class ScheduleEntry:
     config: DualKernelConfig
     time_s: float
-    workload: DualWorkload
+    workload: DualWorkload  # or another kernel family's workload
     measured: int
+    method: str = "warm"  # how its time was measured (records.METHODS); entries before it: warm
+
+
+def _better(new: ScheduleEntry, old: ScheduleEntry | None) -> bool:
+    """Times of different measurement methods are not comparable: the preferred method wins."""
+    if old is None or new.method != old.method:
+        return old is None or METHODS.index(new.method) < METHODS.index(old.method)
+    return new.time_s < old.time_s
 
 
 def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
-    """The fastest successful record per shape key, for one target string."""
-    best: dict[str, ScheduleEntry] = {}
-    counts: dict[str, int] = {}
+    """Per shape key, for one target string, the configuration with the lowest median over its
+    successful records (the minimum of single noisy measurements would reward the luckiest),
+    from cold-cache records where a shape has any."""
+    times: dict[tuple[str, str, DualKernelConfig], list[float]] = {}
+    workloads: dict[tuple[str, str, DualKernelConfig], object] = {}
+    counts: dict[tuple[str, str], int] = {}
     for r in records:
         if r.target != target:
             continue
         key = r.workload.shape_key
-        counts[key] = counts.get(key, 0) + 1
-        if r.time_s is not None and (key not in best or r.time_s < best[key].time_s):
-            best[key] = ScheduleEntry(r.config, r.time_s, r.workload, 0)
-    for key, entry in best.items():
-        entry.measured = counts[key]
+        counts[(key, r.method)] = counts.get((key, r.method), 0) + 1
+        if r.time_s is not None:
+            times.setdefault((key, r.method, r.config), []).append(r.time_s)
+            workloads[(key, r.method, r.config)] = r.workload
+    best: dict[str, ScheduleEntry] = {}
+    for (key, method, config), ts in times.items():
+        entry = ScheduleEntry(config, float(np.median(ts)), workloads[(key, method, config)], counts[(key, method)], method)
+        if _better(entry, best.get(key)):
+            best[key] = entry
     return best
 
 
@@ -75,7 +91,8 @@ def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
     for key, e in data["entries"].items():
         try:
             entries[key] = ScheduleEntry(
-                config_from_dict(e["config"]), float(e["time_s"]), DualWorkload.from_dict(e["workload"]), int(e["measured"])
+                config_from_dict(e["config"]), float(e["time_s"]), workload_from_dict(e["workload"], key.split("/")[0]),
+                int(e["measured"]), check_method(e.get("method", "warm")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ScheduleError(f"{path}: entry {key!r} is malformed ({err})") from None
@@ -83,16 +100,19 @@ def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
 
 
 def write_schedule_file(path: str | os.PathLike, target: str, entries: dict[str, ScheduleEntry]) -> None:
-    """Merge `entries` into the file, keeping the faster entry for a key present in both."""
+    """Merge `entries` (distilled from the records, which are the evidence) into the file: they
+    replace the file's entries of the same shapes, except a cold-cache entry by a warm one."""
     merged = read_schedule_file(path) if os.path.exists(path) else {}
     for key, entry in entries.items():
-        if key not in merged or entry.time_s < merged[key].time_s:
+        old = merged.get(key)
+        if old is None or METHODS.index(entry.method) <= METHODS.index(old.method):
             merged[key] = entry
     data = {
         "format": FORMAT,
         "target": target,
         "entries": {
-            key: {"config": e.config.to_dict(), "time_s": e.time_s, "workload": e.workload.to_dict(), "measured": e.measured}
+            key: {"config": e.config.to_dict(), "time_s": e.time_s, "workload": e.workload.to_dict(), "measured": e.measured,
+                  "method": e.method}
             for key, e in sorted(merged.items())
         },
     }
@@ -107,9 +127,11 @@ def schedule_path(target: tvm.target.Target, directory: str | os.PathLike | None
 
 
 def lookup(
-    shape: DualDenseShape, target: tvm.target.Target, schedules: str | os.PathLike | None = "default"
+    shape: DualDenseShape | str, target: tvm.target.Target, schedules: str | os.PathLike | None = "default"
 ) -> tuple[DualKernelConfig | None, str]:
-    """(tuned config, where from) or (None, why not). schedules: "default", a file or directory, or None."""
+    """(tuned config, where from) or (None, why not), for a dense dual kernel shape or any
+    workload's shape_key. schedules: "default", a file or directory, or None."""
+    key = shape if isinstance(shape, str) else shape_key(shape)
     if schedules is None:
         return None, "default (schedules=None)"
     source = Path(schedules) if schedules != "default" else schedule_path(target)
@@ -119,7 +141,7 @@ def lookup(
         if schedules != "default":
             raise ScheduleError(f"no schedule file at {source}")
         return None, f"default (no tuned schedules for {target_key(target)})"
-    entry = read_schedule_file(source).get(shape_key(shape))
+    entry = read_schedule_file(source).get(key)
     if entry is None:
         return None, f"default (shape not tuned in {source.name})"
     return entry.config, f"tuned ({source.name}, {entry.measured} trials)"

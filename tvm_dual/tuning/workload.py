@@ -8,16 +8,24 @@ thresholds set so that the target fraction of rows is insensitive, as in a calib
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..kernels.dual_dense import DualDenseShape, DualKernelConfig, pack_dual_constants
+from ..kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
 from ..plan import thresholds_for_ratio
 from ..reference import dual_reference, little_values
+from .space import ShapeFeatures, config_space
 
 
 @dataclass(frozen=True)
 class DualWorkload:
+    """A workload of the dense dual kernel (kernels/dual_dense.py). Workloads of every kernel family
+    have the same interface (GateWorkload for the recurrent gate kernel): the tuner, the measurers,
+    the records and the schedules use only that."""
+
+    kernel: ClassVar[str] = "dual_dense"
+    outputs: ClassVar[int] = 2  # trailing kernel arguments that are outputs
     batch: int
     n: int
     k: int
@@ -38,12 +46,35 @@ class DualWorkload:
     def key(self) -> str:
         return f"{self.shape_key}_{self.act}@{self.ratio:g}"
 
+    @property
+    def rows(self) -> int:
+        return self.n
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @staticmethod
     def from_dict(d: dict) -> "DualWorkload":
         return DualWorkload(**d)
+
+    def space(self) -> list[DualKernelConfig]:
+        return config_space()
+
+    def shape_features(self) -> ShapeFeatures:
+        return ShapeFeatures(self.batch, self.n, self.k, self.rank, 1.0 - self.ratio)
+
+    def primfunc(self, config: DualKernelConfig, vector_bits: int):
+        return make_dual_dense(self.shape, config, vector_bits=vector_bits)
+
+    def default_config(self, target) -> DualKernelConfig:
+        """The knobs compile_dual uses when this shape was never tuned."""
+        from ..api import default_kernel_config
+
+        return default_kernel_config(target)
+
+    def result(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """(y, rows read) from the kernel's outputs."""
+        return outputs[0], int(outputs[1][0])
 
     def little_parameters(self, seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
@@ -72,6 +103,16 @@ class DualWorkload:
             config.little_compute, vector_bits,
         )
         return [p["x"], p["W"], *consts, *outputs], {"y": ref.y, "rows": ref.rows_read}
+
+
+def workload_from_dict(d: dict, kernel: str = "dual_dense"):
+    """The workload of kernel family `kernel` described by `d` (a record's workload_params)."""
+    from .gate_workload import GateWorkload
+
+    families = {"dual_dense": DualWorkload, "dual_gates": GateWorkload}
+    if kernel not in families:
+        raise ValueError(f"kernel {kernel!r} is not one of {sorted(families)}")
+    return families[kernel].from_dict(d)
 
 
 def check_outputs(y: np.ndarray, rows: int, expected: dict, n: int) -> str | None:
