@@ -114,6 +114,29 @@ def test_gate_kernel_tuning_and_schedule_used_by_compile_dual(tmp_path):
         assert (tuned(x, h) - untuned(x, h)).abs().max() < 1e-4
 
 
+def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
+    from tvm_dual.tuning.records import Record
+    from tvm_dual.tuning.schedules import ScheduleEntry
+
+    target, key = host_target(), WORKLOAD.shape_key
+    slow_cold, fast_warm = config_space()[:2]
+    # distill prefers cold-cache records to faster warm ones, and takes medians, not minima
+    records = [Record(WORKLOAD, "t", fast_warm, 1e-4, method="warm")] + [
+        Record(WORKLOAD, "t", slow_cold, t, method="cold") for t in (5e-4, 6e-4, 7e-4)
+    ]
+    entry = distill(records, "t")[key]
+    assert entry.config == slow_cold and entry.method == "cold" and entry.time_s == pytest.approx(6e-4)
+    # a schedule file keeps a cold entry against a warm one, whatever their times
+    path = schedule_path(target, tmp_path)
+    write_schedule_file(path, "t", {key: entry})
+    write_schedule_file(path, "t", {key: ScheduleEntry(fast_warm, 1e-4, WORKLOAD, 1, "warm")})
+    assert lookup(WORKLOAD.shape, target, tmp_path)[0] == slow_cold
+    # records written before the field existed are warm
+    old = json.loads(records[0].to_json())
+    del old["method"]
+    assert Record.from_json(json.dumps(old)).method == "warm"
+
+
 def test_untuned_shape_falls_back_to_defaults(tmp_path):
     target = host_target()
     write_schedule_file(schedule_path(target, tmp_path), "t", {})
