@@ -56,6 +56,7 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     assert len(records) == 10 and len(first.history) == 10
     assert first.best_time_s is not None and all(r.error is None for r in records), [r.error for r in records]
     assert WORKLOAD.default_config(host_target()) in {r.config for r in records}  # measured against the defaults
+    assert {r.measurer for r in records} == {f"local:{measurer.threads}t"} and measurer.threads >= 1
     # resuming measures only new candidates; then the fastest four and the default are measured
     # until each has three measurements, and a configuration's time is the median of its records
     second = tune_dual_kernel(WORKLOAD, measurer, trials=3, batch_size=3, log_path=log, progress=False)

@@ -118,7 +118,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     how.add_argument("--minutes", type=float, default=None, help="wall-time budget per workload")
     how.add_argument("--strategy", choices=["xgb", "random", "both"], default="xgb")
     how.add_argument("--batch-size", type=int, default=8)
-    how.add_argument("--threads", type=int, default=None, help="TVM_NUM_THREADS for local measurement")
+    how.add_argument("--threads", type=int, default=None,
+                     help="TVM_NUM_THREADS for local measurement (default: TVM_NUM_THREADS, else every core)")
     how.add_argument("--seed", type=int, default=0)
     where = parser.add_argument_group("records and measurement")
     where.add_argument("--log", default=str(REPO / "tuning_logs" / "dual_dense.jsonl"), help="records (JSON lines), resumed")

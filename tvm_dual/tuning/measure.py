@@ -106,9 +106,12 @@ def _measure_locally(library, kernel, workload, config, bits, options):
 
 
 class LocalMeasurer:
-    """Measures in a separate process (TVM's PopenPoolExecutor), restarted after a crash."""
+    """Measures in a separate process (TVM's PopenPoolExecutor), restarted after a crash.
 
-    name = "local"
+    threads: TVM_NUM_THREADS of the worker; default the caller's TVM_NUM_THREADS, else every core.
+    It must be explicit: without TVM_NUM_THREADS, TVM runs one thread on this 2-core VM
+    (runtime.NumThreads() == 1), and a tuning run once measured at one thread unawares. The
+    measurer's name, which every record keeps, says the thread count."""
 
     def __init__(self, target: tvm.target.Target, options: MeasureOptions = MeasureOptions(), threads: int | None = None):
         from tvm.support.popen_pool import PopenPoolExecutor
@@ -117,16 +120,16 @@ class LocalMeasurer:
         self.options = options
         self.builder = Builder(target)
         saved = os.environ.get("TVM_NUM_THREADS")
-        if threads is not None:
-            os.environ["TVM_NUM_THREADS"] = str(threads)  # inherited by the worker
+        self.threads = threads or int(saved or os.cpu_count() or 1)
+        self.name = f"local:{self.threads}t"
+        os.environ["TVM_NUM_THREADS"] = str(self.threads)  # inherited by the worker
         try:
             self.pool = PopenPoolExecutor(max_workers=1, timeout=options.timeout_s)
         finally:
-            if threads is not None:
-                if saved is None:
-                    os.environ.pop("TVM_NUM_THREADS", None)
-                else:
-                    os.environ["TVM_NUM_THREADS"] = saved
+            if saved is None:
+                os.environ.pop("TVM_NUM_THREADS", None)
+            else:
+                os.environ["TVM_NUM_THREADS"] = saved
 
     def measure(self, workload: DualWorkload, configs: list[DualKernelConfig]) -> list[Measurement]:
         out = []

@@ -61,8 +61,8 @@ def tune_dual_kernel(
     confirm_rounds: int = 2,
 ) -> TuningResult:
     """Tune one workload; `trials` new measurements at most (and `minutes` of wall time, if given).
-    With resume, records of the same workload, target and measurement method already in the log
-    count as measured.
+    With resume, records of the same workload, target, measurement method and measurer (which
+    names the thread count or the RPC key) already in the log count as measured.
     workload: a DualWorkload or a GateWorkload (tuning/gate_workload.py).
 
     The first batch includes the untuned default knobs, so the result is measured against them.
@@ -83,7 +83,7 @@ def tune_dual_kernel(
     method = measurer.options.method
     previous = [
         r for r in (read_records(log_path) if log_path and resume else [])
-        if r.workload == workload and r.target == target and r.method == method
+        if r.workload == workload and r.target == target and r.method == method and r.measurer == measurer.name
     ]
     measured: dict[DualKernelConfig, list[float | None]] = {}
     for r in previous:
