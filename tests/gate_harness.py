@@ -8,7 +8,14 @@ import numpy as np
 import tvm
 
 from tvm_dual.kernels.dual_dense import DualKernelConfig, ceil_div
-from tvm_dual.kernels.dual_gates import GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
+from tvm_dual.kernels.dual_gates import (
+    GateShape,
+    gate_kernel_bias,
+    gate_kernel_weights,
+    little_groups,
+    make_dual_gates,
+    pack_gate_constants,
+)
 from tvm_dual.reference_gates import GateWeights, gates_reference
 from tvm_dual.target import host_target
 
@@ -41,33 +48,12 @@ def random_layer(rng, shape: GateShape):
     return weights, little
 
 
-def kernel_weights(weights: GateWeights, shape: GateShape) -> list[np.ndarray]:
-    H = shape.hidden
-    if not shape.fused:
-        return [weights.W_hh]
-    joint = np.concatenate([weights.W_ih, weights.W_hh], axis=1)[: joint_gates(shape.cell) * H]
-    out = [joint]
-    if shape.cell == "gru":
-        out += [weights.W_ih[2 * H :], weights.W_hh[2 * H :]]
-    return out
-
-
-def kernel_bias(weights: GateWeights, shape: GateShape) -> np.ndarray:
-    H = shape.hidden
-    if not shape.fused:
-        return weights.b_hh
-    joint = weights.b_ih + weights.b_hh
-    if shape.cell == "lstm":
-        return joint
-    return np.concatenate([joint[: 2 * H], weights.b_ih[2 * H :], weights.b_hh[2 * H :]])
-
-
 def run_gates(shape: GateShape, config: DualKernelConfig, weights, little, h, x, addend, lo, hi):
     """Run the debug kernel; returns (out_h, out_x or None, count, little (B, NL*H), mask (B, NG*H))."""
     B, H, NB = shape.batch, shape.hidden, config.little_block
     nl, ng = little_groups(shape.cell, shape.fused), shape.gates
     hp = ceil_div(H, NB) * NB
-    consts = pack_gate_constants(kernel_bias(weights, shape), little["P"], little["Ps"], little["WL"], little["WLs"],
+    consts = pack_gate_constants(gate_kernel_bias(shape, weights.b_ih, weights.b_hh), little["P"], little["Ps"], little["WL"], little["WLs"],
                                  little["bL"], lo, hi, H, NB)
     outs = [np.zeros((B, ng * H), np.float32), np.zeros(1, np.int32)]
     if shape.fused:
@@ -76,7 +62,7 @@ def run_gates(shape: GateShape, config: DualKernelConfig, weights, little, h, x,
     else:
         inputs = [h, addend]
     outs += [np.zeros((B, nl * hp), np.float32), np.zeros((B, nl * hp), np.int8)]
-    arrays = [*inputs, *kernel_weights(weights, shape), *consts, *outs]
+    arrays = [*inputs, *gate_kernel_weights(shape, weights.W_ih, weights.W_hh), *consts, *outs]
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
     build_gates(shape, config)(*args)
     res = [a.numpy() for a in args[len(arrays) - len(outs):]]

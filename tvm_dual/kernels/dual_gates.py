@@ -427,6 +427,29 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
     return func
 
 
+def gate_kernel_weights(shape: GateShape, W_ih: np.ndarray, W_hh: np.ndarray) -> list[np.ndarray]:
+    """The kernel's weight operands from PyTorch's gate-major W_ih, W_hh: fused [W_ih | W_hh] of the
+    joint gates (+ the GRU's W_in, W_hn); hoisted W_hh."""
+    H = shape.hidden
+    if not shape.fused:
+        return [W_hh]
+    joint = np.ascontiguousarray(np.concatenate([W_ih, W_hh], axis=1)[: joint_gates(shape.cell) * H])
+    if shape.cell == "lstm":
+        return [joint]
+    return [joint, np.ascontiguousarray(W_ih[2 * H :]), np.ascontiguousarray(W_hh[2 * H :])]
+
+
+def gate_kernel_bias(shape: GateShape, b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+    """Bias of the exact rows, in little row-group order (pack_gate_constants' `bias`)."""
+    H = shape.hidden
+    if not shape.fused:
+        return b_hh
+    joint = b_ih + b_hh
+    if shape.cell == "lstm":
+        return joint
+    return np.concatenate([joint[: 2 * H], b_ih[2 * H :], b_hh[2 * H :]])
+
+
 def pack_gate_constants(
     bias: np.ndarray,
     P: np.ndarray,

@@ -42,8 +42,9 @@ def rewrite_passes(
 
 
 def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | None = None) -> tvm.transform.Pass:
-    """TVM's CPU pipeline (float32 tanh and sigmoid legalized to vectorizable forms first): legalize and fuse, apply a MetaSchedule database if given, then dlight CPU
-    rules for whatever is still unscheduled (the order of TVM's meta_schedule compile_relax)."""
+    """TVM's CPU pipeline: legalize (float32 tanh and sigmoid to vectorizable forms first) and fuse,
+    apply a MetaSchedule database if given, then dlight CPU rules for whatever is still unscheduled
+    (the order of TVM's meta_schedule compile_relax)."""
 
     @tvm.transform.module_pass(opt_level=0, name="TvmDualLowering")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:

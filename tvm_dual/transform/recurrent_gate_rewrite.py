@@ -17,7 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..kernels.dual_gates import GateShape, joint_gates, make_dual_gates, pack_gate_constants
+from ..kernels.dual_gates import GateShape, gate_kernel_bias, gate_kernel_weights, make_dual_gates, pack_gate_constants
 from ..recurrent import BindingGraph, RecurrentLayerPlan, RecurrentPlan, StepSite, find_recurrent_sites
 from ..sites import static_shape
 from .dual_module_rewrite import LAYER_ATTR
@@ -26,29 +26,6 @@ from .dual_module_rewrite import LAYER_ATTR
 def gate_kernel_symbol(layer_name: str, shape: GateShape) -> str:
     safe = re.sub(r"[^0-9a-zA-Z_]", "_", layer_name)
     return f"tvm_dual_{safe}_{shape.cell}_b{shape.batch}"
-
-
-def kernel_weights(layer: RecurrentLayerPlan, W_ih: np.ndarray, W_hh: np.ndarray) -> list[np.ndarray]:
-    """The kernel's weight operands: fused [W_ih | W_hh] of the joint gates (+ the GRU's W_in,
-    W_hn); hoisted W_hh."""
-    H = layer.hidden
-    if not layer.fused:
-        return [W_hh]
-    joint = np.ascontiguousarray(np.concatenate([W_ih, W_hh], axis=1)[: joint_gates(layer.cell) * H])
-    if layer.cell == "lstm":
-        return [joint]
-    return [joint, np.ascontiguousarray(W_ih[2 * H :]), np.ascontiguousarray(W_hh[2 * H :])]
-
-
-def kernel_bias(layer: RecurrentLayerPlan, b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
-    """Bias of the exact rows, in little row-group order."""
-    H = layer.hidden
-    if not layer.fused:
-        return b_hh
-    joint = b_ih + b_hh
-    if layer.cell == "lstm":
-        return joint
-    return np.concatenate([joint[: 2 * H], b_ih[2 * H :], b_hh[2 * H :]])
 
 
 @tvm.transform.module_pass(opt_level=0, name="RecurrentGateRewrite")
@@ -95,10 +72,10 @@ def _layer_constants(layer: RecurrentLayerPlan, weights) -> list[relax.Expr]:
     b_hh = zeros if b_hh is None else b_hh
     little = layer.little
     vectors = pack_gate_constants(
-        kernel_bias(layer, b_ih, b_hh), little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi,
+        gate_kernel_bias(layer.shape(), b_ih, b_hh), little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi,
         layer.hidden, layer.kernel.little_block,
     )
-    return [relax.const(a) for a in kernel_weights(layer, W_ih, W_hh) + vectors]
+    return [relax.const(a) for a in gate_kernel_weights(layer.shape(), W_ih, W_hh) + vectors]
 
 
 def _rewrite_step(editor: "BlockEditor", layer: RecurrentLayerPlan, step: StepSite, kernel, constants) -> bool:

@@ -13,7 +13,15 @@ from typing import ClassVar
 import numpy as np
 
 from ..kernels.dual_dense import DualKernelConfig
-from ..kernels.dual_gates import CELLS, GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
+from ..kernels.dual_gates import (
+    CELLS,
+    GateShape,
+    gate_kernel_bias,
+    gate_kernel_weights,
+    little_groups,
+    make_dual_gates,
+    pack_gate_constants,
+)
 from ..little import LittleModule
 from ..reference_gates import GateWeights, gates_reference, little_values
 from .space import KNOB_VALUES, ShapeFeatures, config_space
@@ -104,20 +112,11 @@ class GateWorkload:
         """Kernel arguments (inputs, weights, constants and zeroed outputs) and the reference result."""
         weights, little, x, h, lo, hi = self._problem(seed)
         H, B, f32 = self.hidden, self.batch, np.float32
-        ng, nj = CELLS[self.cell], joint_gates(self.cell)
-        W, b = weights.little_target(self.fused)
-        if self.fused:
-            bias = b
-            kernel_weights = [np.concatenate([weights.W_ih, weights.W_hh], axis=1)[: nj * H]]
-            if self.cell == "gru":
-                kernel_weights += [weights.W_ih[2 * H :], weights.W_hh[2 * H :]]
-            addend = None
-            inputs = [x, h]
-        else:
-            bias = weights.b_hh
-            kernel_weights = [weights.W_hh]
-            addend = (x @ weights.W_ih.T + weights.b_ih).astype(f32)
-            inputs = [h, addend]
+        ng = CELLS[self.cell]
+        addend = None if self.fused else (x @ weights.W_ih.T + weights.b_ih).astype(f32)
+        inputs = [x, h] if self.fused else [h, addend]
+        kernel_weights = gate_kernel_weights(self.shape, weights.W_ih, weights.W_hh)
+        bias = gate_kernel_bias(self.shape, weights.b_ih, weights.b_hh)
         consts = pack_gate_constants(bias, little.P, little.Ps, little.WL, little.WLs, little.bL, lo, hi, H, config.little_block)
         outputs = [np.zeros((B, ng * H), f32), np.zeros(1, np.int32)] + ([np.zeros((B, ng * H), f32)] if self.fused else [])
         u = np.concatenate([x, h], axis=1) if self.fused else h
