@@ -193,7 +193,8 @@ def test_lstm_budget_matches_the_compiled_module():
             return -float((torch.cat([m(held[:, i : i + 1]) for i in range(20)], dim=1) - exact).abs().mean())
         return -float((m(held) - exact).abs().mean())
 
-    max_drop = 0.005 * float(exact.abs().mean())
+    # tight enough to bind: with the per-gate allocation, 0.5% of the mean output allowed 0.9 / 0.8
+    max_drop = 0.002 * float(exact.abs().mean())
     mod = tvm_dual.compile_dual(model, (held[:, :1],), calibration=calibration,
                                 quality_budget=tvm_dual.QualityBudget(closeness, max_drop))
     report = mod.metadata["quality_budget"]

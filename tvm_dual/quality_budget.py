@@ -238,7 +238,9 @@ class _GateLayer(_Layer):
         keep = _sample_index(sum(len(r[0]) for r in self.rows))
         x = np.concatenate([r[0] for r in self.rows])[keep]
         h = np.concatenate([r[1] for r in self.rows])[keep]
-        self.thresholds = [gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r) for r in ratios]
+        self.thresholds = [
+            gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r, self.plan.allocation) for r in ratios
+        ]
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         return _lstm_step(self.weights, x, h, c, self.plan, self.thresholds[step][:2] if step else None)

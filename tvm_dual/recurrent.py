@@ -29,6 +29,7 @@ import tvm
 from tvm import relax
 
 from .kernels.dual_dense import MAX_BATCH, DualKernelConfig
+from .gate_allocation import ALLOCATIONS
 from .kernels.dual_gates import CELLS, GATES, GateShape, gate_little_bytes
 from .little import LittleModule
 from .plan import check_ratio
@@ -371,14 +372,20 @@ class RecurrentConfig:
     memory-bound as W_hh itself; scripts/bench_rnn_layer.py --steps 35 --modes fused hoisted
     measures the choice).
     kernel: knobs of the gate kernel (little_block at most 32).
+    allocation: how a layer's insensitive ratio is split over its gates: "output_error" gives the
+    gates the ratios that change the layer's output h' least (gate_allocation.py; the tanh gates
+    g and n usually get far less than the others), "equal" gives every gate the layer's ratio.
     """
 
     mode: str = "auto"
     kernel: DualKernelConfig | None = None
+    allocation: str = "output_error"
 
     def __post_init__(self) -> None:
         if self.mode not in RECURRENT_MODES:
             raise ValueError(f"recurrent mode must be one of {RECURRENT_MODES}, got {self.mode!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"recurrent gate allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
 
     def fused_for(self, site: RecurrentSite) -> bool:
         if self.mode == "auto":
@@ -403,6 +410,7 @@ class RecurrentLayerPlan:
     gate_ratios: dict[str, float]  # insensitive fraction per gate on the threshold data
     kernel: DualKernelConfig
     schedule_source: str = "default"  # where the kernel knobs came from (tuning/schedules.lookup)
+    allocation: str = "output_error"  # how target_ratio was split over the gates (RecurrentConfig)
 
     def shape(self) -> GateShape:
         return GateShape(cell=self.cell, batch=self.batch, hidden=self.hidden, input_size=self.input_size,
@@ -424,6 +432,7 @@ class RecurrentLayerPlan:
             "target_ratio": self.target_ratio,
             "calibration_ratio": self.calibration_ratio,
             "gate_ratios": self.gate_ratios,
+            "gate_allocation": self.allocation,
             "threshold": {g: float(self.hi[i * self.hidden]) for i, g in enumerate(gates)},
             "mode": "fused" if self.fused else "hoisted",
             "little_bytes": gate_little_bytes(shape),

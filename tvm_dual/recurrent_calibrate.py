@@ -4,7 +4,8 @@ thresholds.
 The inputs of every time step of every calibration sequence are captured from the exact model as
 compiled (InsertRecurrentProbes). Little modules are fitted on the calibration data; thresholds
 are chosen on the threshold data (validation data when given), gate by gate, so that each gate
-takes `ratio` of its outputs from the little module. The GRU's n gate is thresholded last, on
+takes its share of the layer's `ratio` (gate_allocation.py) of its outputs from the little
+module. The GRU's n gate is thresholded last, on
 x_n + r * h_n with r as the kernel will compute it (exact where the r row is sensitive).
 """
 
@@ -25,6 +26,7 @@ from .kernels.dual_gates import GATES
 from .target import vector_bits
 from .tuning.gate_workload import GateWorkload
 from .tuning.schedules import lookup
+from .gate_allocation import gate_ratios
 from .little import LittleConfig, fit_little_module
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
@@ -96,36 +98,37 @@ def site_weights(site: RecurrentSite) -> GateWeights:
 
 
 def gate_thresholds(
-    weights: GateWeights, fused: bool, little, x: np.ndarray, h: np.ndarray, ratio: float
+    weights: GateWeights, fused: bool, little, x: np.ndarray, h: np.ndarray, ratio: float, allocation: str = "output_error"
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """(lo, hi) per gate row and the insensitive fraction per gate on rows (x, h)."""
+    """(lo, hi) per gate row and the insensitive fraction per gate on rows (x, h); the layer's
+    `ratio` is split over the gates by `allocation` (gate_allocation.py)."""
     H = weights.hidden
     u = np.concatenate([x, h], axis=1) if fused else h
     values = little.predict(u)  # (S, NL*H) float32
-    addend = np.zeros((len(h), weights.W_hh.shape[0]), np.float32)
-    if not fused:
-        addend = x @ weights.W_ih.T + weights.b_ih
     gates = GATES[weights.cell]
+    joint = len(gates) if weights.cell == "lstm" else 2
+    if not fused:  # the exact x term joins the little h term in every decision but the GRU's n
+        values[:, : joint * H] += (x @ weights.W_ih[: joint * H].T + weights.b_ih[: joint * H]).astype(np.float32)
+    ratios = gate_ratios(weights, fused, values, x, h, ratio, allocation)
     t = np.zeros(len(gates), np.float64)
 
-    def threshold(v: np.ndarray) -> float:
+    def threshold(v: np.ndarray, gate_ratio: float) -> float:
         v = np.abs(v[np.isfinite(v)])
-        return float(np.quantile(v, 1.0 - ratio)) if ratio > 0 and v.size else np.inf
+        return float(np.quantile(v, 1.0 - gate_ratio)) if gate_ratio > 0 and v.size else np.inf
 
-    joint = len(gates) if weights.cell == "lstm" else 2
     for g in range(joint):
-        t[g] = threshold(values[:, g * H : (g + 1) * H] + addend[:, g * H : (g + 1) * H])
-    fractions = {gates[g]: float(np.mean(np.abs(values[:, g * H : (g + 1) * H] + addend[:, g * H : (g + 1) * H]) > t[g])) for g in range(joint)}
+        t[g] = threshold(values[:, g * H : (g + 1) * H], ratios[g])
+    fractions = {gates[g]: float(np.mean(np.abs(values[:, g * H : (g + 1) * H]) > t[g])) for g in range(joint)}
     if weights.cell == "gru":
         # r as the kernel computes it: exact where the r row is sensitive, little elsewhere
-        little_r = values[:, :H] + addend[:, :H]
+        little_r = values[:, :H]
         exact_r = h @ weights.W_hh[:H].T + weights.b_hh[:H] + (x @ weights.W_ih[:H].T + weights.b_ih[:H])
         r = activation(np.where(np.abs(little_r) <= t[0], exact_r, little_r), "sigmoid")
         if fused:
             n_val = values[:, 2 * H : 3 * H] + r * values[:, 3 * H : 4 * H]
         else:
-            n_val = addend[:, 2 * H :] + r * values[:, 2 * H : 3 * H]
-        t[2] = threshold(n_val)
+            n_val = (x @ weights.W_ih[2 * H :].T + weights.b_ih[2 * H :]) + r * values[:, 2 * H : 3 * H]
+        t[2] = threshold(n_val, ratios[2])
         fractions["n"] = float(np.mean(np.abs(n_val) > t[2]))
     bound = np.repeat(t, H).astype(np.float32)
     return -bound, bound, fractions
@@ -181,11 +184,11 @@ def plan_recurrent(
         if len(tx) > MAX_THRESHOLD_ROWS:
             keep = np.random.default_rng(1).choice(len(tx), MAX_THRESHOLD_ROWS, replace=False)
             tx, th = tx[keep], th[keep]
-        lo, hi, fractions = gate_thresholds(weights, fused, module, tx, th, ratios[site.key])
+        lo, hi, fractions = gate_thresholds(weights, fused, module, tx, th, ratios[site.key], config.allocation)
         plan.layers[site.key] = RecurrentLayerPlan(
             name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
             batch=site.batch, little=module, lo=lo, hi=hi, target_ratio=ratios[site.key],
             calibration_ratio=float(np.mean(list(fractions.values()))), gate_ratios=fractions, kernel=kernel,
-            schedule_source=source,
+            schedule_source=source, allocation=config.allocation,
         )
     return plan
