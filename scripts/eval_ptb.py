@@ -15,6 +15,8 @@ import json
 import torch
 
 from tvm_dual import ptb
+from tvm_dual.gate_allocation import ALLOCATIONS
+from tvm_dual.recurrent import RecurrentConfig
 
 
 def main() -> None:
@@ -24,11 +26,15 @@ def main() -> None:
     parser.add_argument("--test-tokens", type=int, default=None)
     parser.add_argument("--calibration-tokens", type=int, default=20_000)
     parser.add_argument("--validation-tokens", type=int, default=5_000)
+    parser.add_argument("--allocation", choices=ALLOCATIONS, default="output_error",
+                        help="how the layer's ratio is split over its gates (RecurrentConfig.allocation)")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args()
     torch.backends.mkldnn.enabled = False
     torch.set_num_threads(1)
-    report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens)
+    report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens,
+                                   recurrent=RecurrentConfig(allocation=args.allocation))
+    report["allocation"] = args.allocation
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)

@@ -1,20 +1,20 @@
 """Per-gate insensitive ratios of a recurrent layer: where the layer's skipped rows cost least.
 
 A layer's insensitive ratio is a byte budget over its gate rows, and gates differ in what an
-approximated output costs. On the trained PTB GRU-750 at 0.5, the same ratio for r, z and n gave
-+33.6% test perplexity and r = z = 0.75 with n exact gave +4.0%; on the LSTM-750, i = f = o = 0.6
-with g = 0.2 gave +2.9% against +5.1% for equal ratios (numpy simulation of the gate kernel, 2,000
-test tokens; docs/RESULTS.md). The candidate gates (g, n) write their value into the state
-directly, where a sigmoid gate's error is scaled by what it multiplies.
+approximated output costs: the candidate gates (g, n) write their value into the state directly,
+where a sigmoid gate's error is scaled by what it multiplies. On the trained PTB models at 0.5
+(scripts/eval_ptb.py, compiled, 10,000 test tokens, docs/RESULTS.md), the same ratio for every gate
+cost +37.5% perplexity on the GRU-750 and +5.0% on the LSTM-750; this allocation costs +3.9% (r
+0.90, z 0.58, n 0.02) and +2.1% (i 0.80, f 0.87, g 0.09, o 0.24).
 
 So each gate's ratio is chosen from a one-step proxy: the error of the layer's output h' (what the
 next layer, the decoder and the next step all read) when that gate, alone, takes its little value
 on the outputs it would skip, in the order its threshold skips them (largest |little
 pre-activation| first). The ratios minimize the summed squared error at the layer's overall ratio
 (every gate has H rows of the same size, so the overall ratio is their mean), by greedy steps of
-1/STEPS on per-gate error curves that are close to convex by construction. Measuring the LSTM's
-error in c instead of h' put the output gate at ratio 1.0 and lost +4.7% against h''s +2.2%
-(same simulation).
+1/STEPS on per-gate error curves that are close to convex by construction. (Measuring the
+LSTM's error in c instead of h' put the output gate at ratio 1.0 and did worse in a simulation
+like scripts/simulate_gate_ratios.py: +4.7% against +2.2% on 2,000 test tokens.)
 
 The LSTM's h' depends on the cell state c, which calibration does not capture; the proxy takes
 tanh(c) = h / o, from h = o_prev tanh(c) with this step's o for o_prev (correlation 0.71 with the
