@@ -28,8 +28,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .kernels.dual_dense import MAX_BATCH, DualKernelConfig
 from .gate_allocation import ALLOCATIONS
+from .kernels.dual_dense import MAX_BATCH, DualKernelConfig
 from .kernels.dual_gates import CELLS, GATES, GateShape, gate_little_bytes
 from .little import LittleModule
 from .plan import check_ratio

@@ -5,8 +5,8 @@ The inputs of every time step of every calibration sequence are captured from th
 compiled (InsertRecurrentProbes). Little modules are fitted on the calibration data; thresholds
 are chosen on the threshold data (validation data when given), gate by gate, so that each gate
 takes its share of the layer's `ratio` (gate_allocation.py) of its outputs from the little
-module. The GRU's n gate is thresholded last, on
-x_n + r * h_n with r as the kernel will compute it (exact where the r row is sensitive).
+module. The GRU's n gate is thresholded last, on x_n + r * h_n with r as the kernel will compute
+it (exact where the r row is sensitive).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import tvm_ffi
 
 from . import calibrate
 from .frontend import ImportedModel
+from .gate_allocation import gate_ratios
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
 from .target import vector_bits
 from .tuning.gate_workload import GateWorkload
 from .tuning.schedules import lookup
-from .gate_allocation import gate_ratios
 from .little import LittleConfig, fit_little_module
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
