@@ -19,6 +19,7 @@ import torch
 from tvm_dual import ptb
 from tvm_dual.api import plan_dual
 from tvm_dual.gate_allocation import ALLOCATIONS
+from tvm_dual.kernels.dual_gates import little_groups
 from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan
 from tvm_dual.reference import activation
 from tvm_dual.reference_gates import GateWeights, gates_reference
@@ -39,7 +40,7 @@ def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: 
     for t in range(len(ids) - 1):
         x = embed[ids[t]][None].astype(np.float64)
         u = np.concatenate([x, h], axis=1)
-        little = layer.little.predict(u) if layer is not None else np.zeros((1, (gates + (cell == "gru")) * H))
+        little = layer.little.predict(u) if layer is not None else np.zeros((1, little_groups(cell, True) * H))
         res = gates_reference(weights, True, h, x, None, lo, hi, little)
         masks.append(res.mask.reshape(gates, H).mean(axis=1))
         pre = res.out_h + res.out_x

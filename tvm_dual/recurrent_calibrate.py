@@ -107,8 +107,9 @@ def gate_thresholds(
     values = little.predict(u)  # (S, NL*H) float32
     gates = GATES[weights.cell]
     joint = len(gates) if weights.cell == "lstm" else 2
-    if not fused:  # the exact x term joins the little h term in every decision but the GRU's n
-        values[:, : joint * H] += (x @ weights.W_ih[: joint * H].T + weights.b_ih[: joint * H]).astype(np.float32)
+    x_term = None if fused else x @ weights.W_ih.T + weights.b_ih  # hoisted: the exact x term of every gate
+    if x_term is not None:  # it joins the little h term in every decision but the GRU's n
+        values[:, : joint * H] += x_term[:, : joint * H]
     ratios = gate_ratios(weights, fused, values, x, h, ratio, allocation)
     t = np.zeros(len(gates), np.float64)
 
@@ -127,7 +128,7 @@ def gate_thresholds(
         if fused:
             n_val = values[:, 2 * H : 3 * H] + r * values[:, 3 * H : 4 * H]
         else:
-            n_val = (x @ weights.W_ih[2 * H :].T + weights.b_ih[2 * H :]) + r * values[:, 2 * H : 3 * H]
+            n_val = x_term[:, 2 * H :] + r * values[:, 2 * H : 3 * H]
         t[2] = threshold(n_val, ratios[2])
         fractions["n"] = float(np.mean(np.abs(n_val) > t[2]))
     bound = np.repeat(t, H).astype(np.float32)

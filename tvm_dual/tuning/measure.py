@@ -93,10 +93,8 @@ def measure_in_session(
     deadline = time.perf_counter() + options.warmup_ms / 1000
     while time.perf_counter() < deadline:
         func(*args)
-    if options.cold:
-        evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, f_preproc="cache_flush_cpu_non_first_arg")
-    else:
-        evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, min_repeat_ms=int(options.min_repeat_ms))
+    timing = {"f_preproc": "cache_flush_cpu_non_first_arg"} if options.cold else {"min_repeat_ms": int(options.min_repeat_ms)}
+    evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, **timing)
     return float(np.median(evaluator(*args).results)), None
 
 
