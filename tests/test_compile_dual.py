@@ -76,6 +76,24 @@ def test_wrong_inputs_are_rejected_with_expected_and_got(mlp):
         mod([[0.0] * 64] * 2)
 
 
+def test_inputs_that_cannot_be_passed_zero_copy_give_the_same_outputs(mlp):
+    # aligned contiguous arrays go straight to the VM; the rest is staged (copied) first
+    mod = tvm_dual.compile_dual(mlp, (torch.randn(2, 64),), calibration=_data(8, 64), insensitive_ratio=0.5)
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    expected = mod(x.copy())
+    assert isinstance(expected, np.ndarray)
+    misaligned = np.empty(2 * 64 + 1, np.float32)[1:].reshape(2, 64)
+    misaligned[...] = x
+    transposed = np.ascontiguousarray(x.T).T  # Fortran order: not C-contiguous
+    for variant in (misaligned, transposed):
+        np.testing.assert_array_equal(mod(variant), expected)
+    for variant in (torch.from_numpy(x).requires_grad_(), torch.from_numpy(transposed)):
+        got = mod(variant)
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_array_equal(got.detach().numpy(), expected)
+    assert all(s.calls == 5 for s in mod.stats())
+
+
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])
 def test_ratios_out_of_range_are_rejected(mlp, ratio):
     with pytest.raises(ValueError, match="insensitive ratio"):

@@ -78,6 +78,7 @@ class DualStats(list):
 
 
 _ALIGNMENT = 64  # TVM's kernels assume 64-byte aligned buffers
+_PENDING_COUNTERS = 256  # calls whose counter tensors are kept before they are summed
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -85,6 +86,13 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     raw = np.empty(nbytes + _ALIGNMENT, dtype=np.uint8)
     offset = (-raw.ctypes.data) % _ALIGNMENT
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _fast_input(value):
+    """A zero-copy view of a contiguous, aligned numpy array or CPU tensor; raises otherwise."""
+    if type(value) is not np.ndarray and not (isinstance(value, torch.Tensor) and value.is_cpu):
+        raise TypeError("not a numpy array or CPU tensor")
+    return tvm_ffi.from_dlpack(value, require_alignment=_ALIGNMENT, require_contiguous=True)
 
 
 class _InputStage:
@@ -138,10 +146,30 @@ _array_get = tvm_ffi.get_global_func("ffi.ArrayGetItem")
 _array_size = tvm_ffi.get_global_func("ffi.ArraySize")
 
 
-def _leaves(result) -> list:
+def _leaf_paths(result, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    """Index path of every tensor in a VM result (nested arrays), in pytree leaf order."""
     if isinstance(result, tvm.runtime.Tensor):
-        return [result]
-    return [leaf for i in range(_array_size(result)) for leaf in _leaves(_array_get(result, i))]
+        return [prefix]
+    return [path for i in range(_array_size(result)) for path in _leaf_paths(_array_get(result, i), (*prefix, i))]
+
+
+def _tree_builder(spec: pytree.TreeSpec):
+    """leaves -> the output structure. Plain tuples and lists are rebuilt directly: pytree's generic
+    unflatten walks Python objects that are cold in a streaming loop (tens of microseconds there)."""
+    if spec.is_leaf():
+        return lambda leaves, start=0: leaves[start]
+    if spec.type in (tuple, list) and all(child.is_leaf() for child in spec.children_specs):
+        kind, n = spec.type, spec.num_leaves
+        return lambda leaves, start=0: kind(leaves[start : start + n])
+    if spec.type in (tuple, list):
+        kind = spec.type
+        parts = []
+        offset = 0
+        for child in spec.children_specs:
+            parts.append((_tree_builder(child), offset))
+            offset += child.num_leaves
+        return lambda leaves, start=0: kind(build(leaves, start + o) for build, o in parts)
+    return lambda leaves, start=0: pytree.tree_unflatten(leaves[start : start + spec.num_leaves], spec)
 
 
 class DualModule:
@@ -159,7 +187,8 @@ class DualModule:
         self._layers = {layer["name"]: layer for layer in metadata["layers"]}
         self._counter_layers: list[str] = metadata.get("counter_layers", [])
         self._stages = [_InputStage(spec, i) for i, spec in enumerate(self._inputs)]
-        self._single_output = self._out_spec.num_leaves == 1 and self._out_spec.is_leaf()
+        self._build_outputs = _tree_builder(self._out_spec)
+        self._output_paths: list[tuple[int, ...]] | None = None  # the VM result's layout, from the first call
         self._counter_slots = np.array([list(self._layers).index(n) for n in self._counter_layers], dtype=np.int64)
         self._lock = threading.Lock()
         self._vm = None
@@ -190,20 +219,53 @@ class DualModule:
     def __call__(self, *inputs):
         if len(inputs) != len(self._stages):
             raise ValueError(f"expected {len(self._stages)} inputs ({', '.join(s.name for s in self._inputs)}), got {len(inputs)}")
-        as_torch = any(isinstance(v, torch.Tensor) for v in inputs)
+        # type() rather than isinstance(): torch.Tensor's isinstance check runs Python code
+        as_torch = False
+        for value in inputs:
+            if type(value) is not np.ndarray and isinstance(value, torch.Tensor):
+                as_torch = True
+                break
         with self._lock:
-            args = [stage(value) for stage, value in zip(self._stages, inputs)]
             if self._main is None:
                 self._main = self._virtual_machine()["main"]
-            result = self._main(*args)
+            result = self._run(inputs)
+            if self._output_paths is None:  # the model's outputs; with counters, (outputs, counters)
+                self._output_paths = _leaf_paths(_array_get(result, 0), (0,)) if self._counter_layers else _leaf_paths(result)
             if self._counter_layers:
-                self._calls_total += 1
-                self._rows_total += np.from_dlpack(_array_get(result, 1))
-                result = _array_get(result, 0)
+                self._pending_counters.append(_array_get(result, 1))
+                if len(self._pending_counters) >= _PENDING_COUNTERS:
+                    self._fold_counters()
         # Outputs are fresh VM allocations: zero-copy views keep them alive, nothing reuses them.
         convert = torch.from_dlpack if as_torch else np.from_dlpack
-        leaves = [convert(t) for t in _leaves(result)]
-        return leaves[0] if self._single_output else pytree.tree_unflatten(leaves, self._out_spec)
+        leaves = []
+        for path in self._output_paths:
+            node = result
+            for i in path:
+                node = _array_get(node, i)
+            leaves.append(convert(node))
+        return self._build_outputs(leaves)
+
+    def _run(self, inputs):
+        """The VM on the inputs, without a Python-level check where possible.
+
+        Every Python operation per call costs microseconds hot and tens of microseconds when a
+        streaming loop has evicted the interpreter's data from the caches, so contiguous, aligned
+        numpy arrays and CPU tensors go straight to the VM, which checks shapes and dtypes itself.
+        Anything else, or a call the VM rejects, goes through the input stages: they copy what
+        must be copied and turn a mismatch into a ValueError that names expected and actual.
+        """
+        try:
+            args = [_fast_input(value) for value in inputs]
+        except (ValueError, TypeError, RuntimeError, BufferError):
+            args = None
+        if args is not None:
+            try:
+                return self._main(*args)
+            except Exception:
+                for stage, value in zip(self._stages, inputs):
+                    stage(value)  # raises the ValueError naming the mismatch, if that was the cause
+                raise
+        return self._main(*[stage(value) for stage, value in zip(self._stages, inputs)])
 
     def profile(self, *inputs, repeat: int = 200, warmup_s: float = 0.3) -> dict[str, float]:
         """Median seconds per call of each compiled kernel, by kernel symbol, measured inside the VM.
@@ -237,18 +299,30 @@ class DualModule:
 
     # ---- stats -------------------------------------------------------------------------------
     def reset_stats(self) -> None:
-        self._calls_total = 0  # model calls since the last reset
+        self._calls_total = 0  # model calls since the last reset, counters folded in
         self._rows_total = np.zeros(len(self._counter_layers), dtype=np.int64)  # per kernel call site
+        self._pending_counters: list = []  # counter tensors of calls not yet folded into the totals
+
+    def _fold_counters(self) -> None:
+        # Summed in batches: a numpy update per call costs tens of microseconds in a streaming loop
+        # whose other work evicts numpy's code and data from the caches.
+        if self._pending_counters:
+            self._rows_total += np.sum([np.from_dlpack(t) for t in self._pending_counters], axis=0, dtype=np.int64)
+            self._calls_total += len(self._pending_counters)
+            self._pending_counters.clear()
 
     def stats(self) -> DualStats:
         """Per dual layer: target vs observed insensitive ratio, and bytes read vs dense."""
+        with self._lock:
+            self._fold_counters()
+            rows_total, calls_total = self._rows_total.copy(), self._calls_total
         out = DualStats()
         names = list(self._layers)
         sites = np.bincount(self._counter_slots, minlength=len(names))  # kernel calls per model call
-        rows_by_layer = np.bincount(self._counter_slots, weights=self._rows_total, minlength=len(names))
+        rows_by_layer = np.bincount(self._counter_slots, weights=rows_total, minlength=len(names))
         for i, (name, layer) in enumerate(self._layers.items()):
             n, k = layer["n"], layer["k"]
-            calls, rows = int(sites[i]) * self._calls_total, int(rows_by_layer[i])
+            calls, rows = int(sites[i]) * calls_total, int(rows_by_layer[i])
             observed = 1.0 - rows / (calls * n) if calls else float("nan")
             dual_bytes = (rows * k * 4 / calls + layer["little_bytes"]) if calls else float("nan")
             out.append(
