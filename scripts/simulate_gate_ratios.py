@@ -25,9 +25,12 @@ from tvm_dual.reference import activation
 from tvm_dual.reference_gates import GateWeights, gates_reference
 
 
-def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: np.ndarray) -> tuple[float, np.ndarray]:
-    """(perplexity, insensitive fraction per gate) stepping token by token from a zero state;
-    layer None runs the exact layer."""
+SATURATED = 3.0  # |pre-activation| beyond which sigmoid' < 0.05 and tanh' < 0.01: the flat parts
+
+
+def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(perplexity, insensitive fraction per gate, fraction of |pre-activation| > SATURATED per
+    gate) stepping token by token from a zero state; layer None runs the exact layer."""
     H, cell = lm.config.hidden, lm.config.cell
     param = {n: p.detach().numpy().astype(np.float64) for n, p in lm.rnn.named_parameters()}
     weights = GateWeights(cell, param["weight_ih_l0"], param["weight_hh_l0"], param["bias_ih_l0"], param["bias_hh_l0"])
@@ -36,7 +39,7 @@ def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: 
     gates = 4 if cell == "lstm" else 3
     lo, hi = (np.full(gates * H, -np.inf), np.full(gates * H, np.inf)) if layer is None else (layer.lo, layer.hi)
     h, c = np.zeros((1, H)), np.zeros((1, H))
-    nll, masks = 0.0, []
+    nll, masks, saturated = 0.0, [], []
     for t in range(len(ids) - 1):
         x = embed[ids[t]][None].astype(np.float64)
         u = np.concatenate([x, h], axis=1)
@@ -44,6 +47,7 @@ def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: 
         res = gates_reference(weights, True, h, x, None, lo, hi, little)
         masks.append(res.mask.reshape(gates, H).mean(axis=1))
         pre = res.out_h + res.out_x
+        saturated.append((np.abs(pre.reshape(gates, H)) > SATURATED).mean(axis=1))
         if cell == "lstm":
             i, f, g, o = (pre[:, k * H : (k + 1) * H] for k in range(4))
             c = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
@@ -55,7 +59,7 @@ def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: 
         logits = h[0] @ decoder.T + decoder_bias
         top = logits.max()
         nll += top + math.log(np.exp(logits - top).sum()) - logits[ids[t + 1]]
-    return math.exp(nll / (len(ids) - 1)), 1.0 - np.mean(masks, axis=0)
+    return math.exp(nll / (len(ids) - 1)), 1.0 - np.mean(masks, axis=0), np.mean(saturated, axis=0)
 
 
 def main() -> None:
@@ -71,15 +75,16 @@ def main() -> None:
     corpus = ptb.load_corpus()
     test = corpus.test[: args.test_tokens + 1]
     work = ptb.step_workload(args.model, corpus=corpus)
-    exact, _ = simulated_perplexity(lm, None, test)
-    print(f"{args.model}, {args.test_tokens} test tokens: exact layer {exact:.2f}")
+    exact, _, saturated = simulated_perplexity(lm, None, test)
+    print(f"{args.model}, {args.test_tokens} test tokens: exact layer {exact:.2f}; gate pre-activations with "
+          f"|x| > {SATURATED:g}: {np.round(saturated, 3).tolist()} (mean {saturated.mean():.3f})")
     for allocation in args.allocations:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             planned = plan_dual(work.model, work.example_inputs, calibration=work.calibration, validation=work.validation,
                                 insensitive_ratio=args.ratio, recurrent=RecurrentConfig(allocation=allocation))
         (layer,) = planned.recurrent_plan.layers.values()
-        ppl, observed = simulated_perplexity(lm, layer, test)
+        ppl, observed, _ = simulated_perplexity(lm, layer, test)
         planned_ratios = ", ".join(f"{g} {r:.2f}" for g, r in layer.gate_ratios.items())
         print(f"ratio {args.ratio} {allocation:>12}: PPL {ppl:.2f} ({100 * (ppl / exact - 1):+.1f}%), "
               f"gate ratios planned {planned_ratios}; observed {np.round(observed, 3).tolist()} (mean {observed.mean():.3f})")
