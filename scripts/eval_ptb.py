@@ -16,6 +16,7 @@ import torch
 
 from tvm_dual import ptb
 from tvm_dual.gate_allocation import ALLOCATIONS
+from tvm_dual.little import LittleConfig
 from tvm_dual.recurrent import RecurrentConfig
 
 
@@ -28,13 +29,16 @@ def main() -> None:
     parser.add_argument("--validation-tokens", type=int, default=5_000)
     parser.add_argument("--allocation", choices=ALLOCATIONS, default="output_error",
                         help="how the layer's ratio is split over its gates (RecurrentConfig.allocation)")
+    parser.add_argument("--rank", type=int, default=None,
+                        help="little module rank (default: compile_dual's, capped at 10%% of the layer's multiply-adds)")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args()
     torch.backends.mkldnn.enabled = False
     torch.set_num_threads(1)
     report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens,
-                                   recurrent=RecurrentConfig(allocation=args.allocation))
+                                   recurrent=RecurrentConfig(allocation=args.allocation), little=LittleConfig(rank=args.rank))
     report["allocation"] = args.allocation
+    report["rank"] = args.rank
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)

@@ -20,6 +20,7 @@ from tvm_dual import ptb
 from tvm_dual.api import plan_dual
 from tvm_dual.gate_allocation import ALLOCATIONS
 from tvm_dual.kernels.dual_gates import little_groups
+from tvm_dual.little import LittleConfig
 from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan
 from tvm_dual.reference import activation
 from tvm_dual.reference_gates import GateWeights, gates_reference
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=list(ALLOCATIONS))
     parser.add_argument("--test-tokens", type=int, default=2000)
+    parser.add_argument("--rank", type=int, default=None, help="little module rank (default: compile_dual's, capped by cost)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -82,12 +84,14 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             planned = plan_dual(work.model, work.example_inputs, calibration=work.calibration, validation=work.validation,
-                                insensitive_ratio=args.ratio, recurrent=RecurrentConfig(allocation=allocation))
+                                insensitive_ratio=args.ratio, recurrent=RecurrentConfig(allocation=allocation),
+                                little=LittleConfig(rank=args.rank))
         (layer,) = planned.recurrent_plan.layers.values()
         ppl, observed, _ = simulated_perplexity(lm, layer, test)
         planned_ratios = ", ".join(f"{g} {r:.2f}" for g, r in layer.gate_ratios.items())
         print(f"ratio {args.ratio} {allocation:>12}: PPL {ppl:.2f} ({100 * (ppl / exact - 1):+.1f}%), "
-              f"gate ratios planned {planned_ratios}; observed {np.round(observed, 3).tolist()} (mean {observed.mean():.3f})")
+              f"gate ratios planned {planned_ratios}; observed {np.round(observed, 3).tolist()} (mean {observed.mean():.3f}); "
+              f"little module rank {layer.little.P.shape[0]}, fit R² {layer.little.fit_r2:.3f}")
 
 
 if __name__ == "__main__":
