@@ -229,17 +229,19 @@ class DualModule:
             if self._main is None:
                 self._main = self._virtual_machine()["main"]
             result = self._run(inputs)
-            if self._output_paths is None:  # the model's outputs; with counters, (outputs, counters)
-                self._output_paths = _leaf_paths(_array_get(result, 0), (0,)) if self._counter_layers else _leaf_paths(result)
-            if self._counter_layers:
+            outputs = result
+            if self._counter_layers:  # the VM returns (outputs, counters)
+                outputs = _array_get(result, 0)
                 self._pending_counters.append(_array_get(result, 1))
                 if len(self._pending_counters) >= _PENDING_COUNTERS:
                     self._fold_counters()
+            if self._output_paths is None:
+                self._output_paths = _leaf_paths(outputs)
         # Outputs are fresh VM allocations: zero-copy views keep them alive, nothing reuses them.
         convert = torch.from_dlpack if as_torch else np.from_dlpack
         leaves = []
         for path in self._output_paths:
-            node = result
+            node = outputs
             for i in path:
                 node = _array_get(node, i)
             leaves.append(convert(node))
