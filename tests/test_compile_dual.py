@@ -1,5 +1,6 @@
 """compile_dual end to end: ratios, stats, calling convention, errors and fallbacks."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -171,3 +172,39 @@ def test_calls_from_several_threads_are_serialized_and_correct(mlp):
         t.join()
     assert not errors
     assert all(s.calls == 16 + 800 for s in mod.stats())
+
+
+class _TiedLSTM(torch.nn.Module):
+    """An LSTM language model whose decoder reuses the embedding matrix, as the PTB models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 24)
+        self.rnn = torch.nn.LSTM(24, 24, batch_first=True)
+        self.decoder = torch.nn.Linear(24, 50)
+        self.decoder.weight = self.embed.weight
+
+    def forward(self, tokens):
+        return self.decoder(self.rnn(self.embed(tokens))[0])
+
+
+@pytest.mark.parametrize("kind, ratio", [("mlp", 0.5), ("tied_lstm", 0.0)])
+def test_compiled_module_keeps_the_weights_it_was_compiled_with(mlp, kind, ratio):
+    # TVM's frontend binds parameters as zero-copy views of the torch tensors; a compiled module
+    # must not follow in-place changes to the model (further training, load_state_dict)
+    if kind == "mlp":
+        model, x = copy.deepcopy(mlp), torch.randn(1, 64)
+        calibration = _data(4, 64)
+    else:
+        model, x = _TiedLSTM().eval(), torch.randint(0, 50, (1, 7))
+        calibration = [(torch.randint(0, 50, (1, 7)),) for _ in range(8)]
+    mod = tvm_dual.compile_dual(model, (x,), calibration=calibration, insensitive_ratio=ratio)
+    before = mod(x).clone()
+    with torch.no_grad():
+        expected_before = model(x)
+        for p in model.parameters():
+            p.mul_(-2.0).add_(1.0)
+        assert not torch.allclose(model(x), expected_before)
+    assert torch.equal(mod(x), before)
+    if ratio == 0.0:
+        assert (before - expected_before).abs().max().item() <= 1e-5

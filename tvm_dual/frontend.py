@@ -13,6 +13,7 @@ from tvm.relax.frontend.torch import from_exported_program
 
 from .sites import weight_digest
 from .transform.conv_prepare import prepare_convolutions
+from .transform.snapshot_constants import SnapshotConstants
 
 
 class ModelImportError(RuntimeError):
@@ -97,6 +98,7 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
             raise ModelImportError(
                 f"TVM's PyTorch frontend cannot translate {type(model).__name__}: {str(err).splitlines()[0]}"
             ) from err
+    mod = SnapshotConstants()(mod)  # the frontend's constants are views of the model's parameters
     mod = prepare_convolutions(mod)  # NHWC, batch norm folded; a no-op without convolutions
     names = [spec.arg.name for spec in exported.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     specs = [
