@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import tvm_dual
 from tvm_dual.bench import report, workloads
 from tvm_dual.bench.engines import ENGINES, Engine
 from tvm_dual.cli import main
@@ -49,7 +50,7 @@ def test_smoke_run_writes_valid_json(smoke):
     for r in results["records"]:
         assert r["threads"] == 1 and r["round"] == 0 and r["samples"] >= 10
         assert 0 < r["p10_us"] <= r["median_us"] <= r["p90_us"] and math.isfinite(r["median_us"])
-        if r["engine"] in ("tvm-dual", "tvm-dual-default"):
+        if r["engine"] in ("tvm-dual", "tvm-dual-default", "tvm-dual-kernel"):
             assert r["target_ratio"] == 0.5 and 0.0 <= r["observed_ratio"] <= 1.0
             assert 0 < r["bytes"] < footprint + 64 * 1024  # rows read x K x 4 + little module
             assert r["layers"][0]["name"] == "0"
@@ -119,23 +120,23 @@ def test_missing_and_untuned_engines_are_skipped_with_a_note(tmp_path, monkeypat
     assert len(inputs) == len(references) == 8 and inputs[0][0].shape == (1, 64) and references[0][0].shape == (1, 128)
 
 
+def _record(engine, variant, us, **extra):
+    return dict(engine=engine, variant=variant, threads=1, cache="hot", round=0, median_us=us, p10_us=us * 0.9,
+                p90_us=us * 1.1, mean_us=us, min_us=us * 0.8, samples=100, bytes=1e6, **extra)
+
+
 def _summary_fixture() -> dict:
     """Results of a made-up run: two exact engines and two dual ratios, hot cache, one thread."""
-
-    def record(engine, variant, us, **extra):
-        return dict(engine=engine, variant=variant, threads=1, cache="hot", round=0, median_us=us, p10_us=us * 0.9,
-                    p90_us=us * 1.1, mean_us=us, min_us=us * 0.8, samples=100, bytes=1e6, **extra)
-
     engines = {
         "numpy": {"label": "numpy (BLAS)", "approximate": False, "status": "ok"},
         "tvm-dense": {"label": "TVM dense", "approximate": False, "status": "ok"},
         "tvm-dual": {"label": "tvm-dual", "approximate": True, "status": "ok"},
     }
     records = [
-        record("numpy", "", 100.0),
-        record("tvm-dense", "", 120.0),
-        record("tvm-dual", "r0.50", 60.0, target_ratio=0.5, observed_ratio=0.5),
-        record("tvm-dual", "r0.75", 40.0, target_ratio=0.75, observed_ratio=0.74),
+        _record("numpy", "", 100.0),
+        _record("tvm-dense", "", 120.0),
+        _record("tvm-dual", "r0.50", 60.0, target_ratio=0.5, observed_ratio=0.5),
+        _record("tvm-dual", "r0.75", 40.0, target_ratio=0.75, observed_ratio=0.74),
     ]
     bandwidth = [{"label": "working set", "threads": 1, "bytes": 1 << 20, "gbps": 20.0, "round": 0}]
     return {"engines": engines, "records": records, "bandwidth": bandwidth}
@@ -151,6 +152,21 @@ def test_summary_speedups_and_limits_are_computed_within_the_run():
     assert rows[("numpy", "")]["of_limit"] == pytest.approx(50.0 / 100.0)
     (check,) = report.criterion(list(rows.values()))
     assert check["baseline"] == "numpy (BLAS)" and check["speedup"] == pytest.approx(100 / 60) and check["reached"]
+
+
+def test_criterion_checks_whole_calls_and_kernels_against_their_own_dense_builds():
+    results = _summary_fixture()
+    results["engines"]["tvm-dense-kernel"] = {"label": "TVM dense, kernels only", "approximate": False, "status": "ok"}
+    results["engines"]["tvm-dual-kernel"] = {"label": "tvm-dual, kernels only", "approximate": True, "status": "ok"}
+    results["records"] += [
+        _record("tvm-dense-kernel", "", 90.0),
+        _record("tvm-dual-kernel", "r0.50", 50.0, target_ratio=0.5, observed_ratio=0.5),
+    ]
+    checks = {c["level"]: c for c in report.criterion(report.summarize(results))}
+    # whole calls ignore the kernel-only rows, which are faster than every whole-call engine
+    assert checks["whole call"]["baseline"] == "numpy (BLAS)" and checks["whole call"]["speedup"] == pytest.approx(100 / 60)
+    assert checks["kernels only"]["baseline"] == "TVM dense, kernels only"
+    assert checks["kernels only"]["speedup"] == pytest.approx(90 / 50) and checks["kernels only"]["reached"]
 
 
 # ---- workloads and the command line ----------------------------------------------------------
@@ -216,3 +232,38 @@ def test_cli_help_and_list(capsys):
     assert "ptb_lstm-750" in out  # the docs runs
     assert main(["bench", "--docs-run", "linear"]) == 1
     assert "give --docs too" in capsys.readouterr().err
+
+
+# ---- kernel replay ---------------------------------------------------------------------------
+
+
+def test_kernel_replay_computes_what_the_module_computes(tmp_path):
+    from tvm_dual.bench.engines.kernel_replay import KernelReplay
+
+    w = workloads.build_workload("linear", {"k": 48, "n": 96, "calibration_rows": 512, "timing_inputs": 4, "latent": 8})
+    module = tvm_dual.compile_dual(w.model, w.example_inputs, calibration=w.calibration, insensitive_ratio=0.5)
+    module.export_library(tmp_path / "dual.so")
+    replay = KernelReplay(tmp_path / "dual.so", w.timing_inputs[0], outputs_index=0)
+    outputs = []
+    for x in w.timing_inputs[1:]:  # not the probe input: the timed inputs must replace it
+        (y,) = [t.numpy() for t in replay.run(replay.bind(x))]
+        np.testing.assert_array_equal(y, module(*x))
+        outputs.append(y)
+    assert not np.array_equal(outputs[0], outputs[1])
+
+
+def test_kernel_replay_refuses_a_program_that_moves_data_between_kernels(tmp_path):
+    from tvm_dual.bench.engines.kernel_replay import KernelReplay, NotReplayable
+
+    class Flatten(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(24, 16)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x.reshape(1, 24)))
+
+    x = torch.randn(2, 12)
+    tvm_dual.compile_dual(Flatten().eval(), (x,), insensitive_ratio=0.0).export_library(tmp_path / "flat.so")
+    with pytest.raises(NotReplayable, match=r"vm\.builtin\.reshape"):
+        KernelReplay(tmp_path / "flat.so", (x.numpy(),))

@@ -12,10 +12,15 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-# The dense engines that issue 2's criterion names (dual at 0.5 at least 1.5x the fastest of them),
-# a criterion for the single Linear layer only.
+# Issue 2's criterion for the single Linear layer: dual at 0.5 at least 1.5x the fastest of dense TVM,
+# numpy and PyTorch. Checked for whole calls (DualModule, as users call it) and for the kernels alone
+# (no VM, no wrapper; numpy's and PyTorch's calls are little more than their kernels), as the
+# prototype measured it.
 CRITERION_WORKLOAD = "linear"
-CRITERION_BASELINES = ("tvm-dense", "numpy", "torch")
+CRITERION_LEVELS = {
+    "whole call": ("tvm-dual", ("tvm-dense", "numpy", "torch")),
+    "kernels only": ("tvm-dual-kernel", ("tvm-dense-kernel", "numpy", "torch")),
+}
 CRITERION_RATIO, CRITERION_SPEEDUP = 0.5, 1.5
 
 
@@ -83,23 +88,25 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def criterion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 2's check per (threads, cache): tvm-dual at ratio 0.5 vs the fastest of dense TVM, numpy, PyTorch."""
+    """Issue 2's check per (level, threads, cache): dual at ratio 0.5 vs the fastest of dense TVM, numpy, PyTorch."""
     out = []
-    for threads, cache in sorted({(r["threads"], r["cache"]) for r in rows}, key=lambda k: (k[1] != "hot", k[0])):
-        same = [r for r in rows if r["threads"] == threads and r["cache"] == cache]
-        dual = [r for r in same if r["engine"] == "tvm-dual" and abs(r.get("target_ratio", -1) - CRITERION_RATIO) < 1e-9]
-        base = [r for r in same if r["engine"] in CRITERION_BASELINES]
-        if not dual or not base:
-            continue
-        fastest = min(base, key=lambda r: r["median_us"])
-        speedup = fastest["median_us"] / dual[0]["median_us"]
-        out.append(
-            {
-                "threads": threads, "cache": cache, "baseline": fastest["label"], "baseline_us": fastest["median_us"],
-                "dual_us": dual[0]["median_us"], "observed_ratio": dual[0].get("observed_ratio"),
-                "speedup": speedup, "reached": speedup >= CRITERION_SPEEDUP,
-            }
-        )
+    for level, (dual_engine, baselines) in CRITERION_LEVELS.items():
+        for threads, cache in sorted({(r["threads"], r["cache"]) for r in rows}, key=lambda k: (k[1] != "hot", k[0])):
+            same = [r for r in rows if r["threads"] == threads and r["cache"] == cache]
+            dual = [r for r in same if r["engine"] == dual_engine and abs(r.get("target_ratio", -1) - CRITERION_RATIO) < 1e-9]
+            base = [r for r in same if r["engine"] in baselines]
+            if not dual or not base:
+                continue
+            fastest = min(base, key=lambda r: r["median_us"])
+            speedup = fastest["median_us"] / dual[0]["median_us"]
+            out.append(
+                {
+                    "level": level, "threads": threads, "cache": cache, "baseline": fastest["label"],
+                    "baseline_us": fastest["median_us"], "dual_us": dual[0]["median_us"],
+                    "observed_ratio": dual[0].get("observed_ratio"), "speedup": speedup,
+                    "reached": speedup >= CRITERION_SPEEDUP,
+                }
+            )
     return out
 
 
@@ -197,15 +204,17 @@ def render_run(results: dict[str, Any], images: dict[str, str] | None = None, he
     if crit:
         lines += [
             f"**Check (issue 2): tvm-dual at ratio {CRITERION_RATIO} vs the fastest of dense TVM (tvm_dual GEMV), "
-            f"numpy and PyTorch; target {CRITERION_SPEEDUP}x:**",
+            f"numpy and PyTorch; target {CRITERION_SPEEDUP}x.** Whole calls: tvm-dual and dense TVM as users call "
+            f"them (DualModule). Kernels only: both builds' kernels called directly, without the VM and "
+            f"DualModule, as the prototype timed its kernel; numpy and PyTorch as before.",
             "",
-            "| cache | threads | fastest dense | its µs | dual 0.5 µs | observed ratio | speedup | reached |",
-            "|---|---:|---|---:|---:|---:|---:|---|",
+            "| level | cache | threads | fastest dense | its µs | dual 0.5 µs | observed ratio | speedup | reached |",
+            "|---|---|---:|---|---:|---:|---:|---:|---|",
         ]
         for c in crit:
             ratio = f"{c['observed_ratio']:.3f}" if c["observed_ratio"] is not None else ""
             lines.append(
-                f"| {c['cache']} | {c['threads']} | {c['baseline']} | {_fmt_us(c['baseline_us'])} | {_fmt_us(c['dual_us'])} "
+                f"| {c['level']} | {c['cache']} | {c['threads']} | {c['baseline']} | {_fmt_us(c['baseline_us'])} | {_fmt_us(c['dual_us'])} "
                 f"| {ratio} | {c['speedup']:.2f}x | {'yes' if c['reached'] else '**no**'} |"
             )
         lines.append("")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from .base import Engine, EngineSkipped, LoadContext, PrepareContext, Runner, Variant
 from .onnx import OnnxRuntimeEngine, OpenVinoEngine, OpenVinoF32Engine
 from .reference import NumpyEngine, TorchEngine
-from .tvm import TvmDenseEngine, TvmDualDefaultKnobsEngine, TvmDualEngine, TvmMetaScheduleEngine, TvmUntunedEngine
+from .tvm import (
+    TvmDenseEngine,
+    TvmDenseKernelEngine,
+    TvmDualDefaultKnobsEngine,
+    TvmDualEngine,
+    TvmDualKernelEngine,
+    TvmMetaScheduleEngine,
+    TvmUntunedEngine,
+)
 
 ENGINES: dict[str, Engine] = {
     engine.name: engine
@@ -20,6 +28,8 @@ ENGINES: dict[str, Engine] = {
         TvmDenseEngine(),
         TvmDualEngine(),
         TvmDualDefaultKnobsEngine(),
+        TvmDenseKernelEngine(),
+        TvmDualKernelEngine(),
     )
 }
 

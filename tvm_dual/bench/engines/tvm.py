@@ -1,5 +1,6 @@
 """TVM engines: the default Relax pipeline (untuned), tvm_dual's dense GEMV, a MetaSchedule-tuned build
-from a tuning database, and tvm-dual at several insensitive ratios. All compile for this host."""
+from a tuning database, and tvm-dual at several insensitive ratios; the GEMV and tvm-dual builds also
+with their kernels called directly (kernel_replay.py). All compile for this host."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .base import Engine, EngineSkipped, LoadContext, PrepareContext, Runner, Variant, to_numpy_leaves
+from .kernel_replay import KernelReplay, NotReplayable
 
 
 def aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
@@ -56,6 +58,44 @@ def _dual_runner(path: Path, prepared: dict[str, Any]) -> Runner:
         reset=module.reset_stats,
         report=lambda: dual_report(module, prepared["footprint_bytes"]),
     )
+
+
+def _replay_runner(context: LoadContext, path: Path) -> Runner:
+    """The library's kernels without the VM and DualModule; bytes and observed ratio come from
+    DualModule's counters on the timing inputs, run untimed after each timed series."""
+    import tvm_dual
+
+    from ..worker import TIMING_INPUTS, load_tuples
+
+    inputs = load_tuples(context.workdir / TIMING_INPUTS)
+    replay = KernelReplay(path, inputs[0], _outputs_index(tvm_dual.load(path)))
+
+    def report() -> dict[str, Any]:
+        module = tvm_dual.load(path)
+        for x in inputs:
+            module(*(aligned_copy(a) for a in x))
+        return dual_report(module, context.prepared["footprint_bytes"])
+
+    return Runner(
+        call=replay.run,
+        native=replay.bind,
+        outputs=lambda result: [t.numpy() for t in result],
+        report=report,
+    )
+
+
+def _outputs_index(module) -> int | None:
+    return 0 if module.metadata.get("counter_layers") else None  # main returns (outputs, counters)
+
+
+def _check_replayable(path: Path, context: PrepareContext) -> None:
+    """EngineSkipped unless the library's kernels can be replayed (kernel_replay.py)."""
+    import tvm_dual
+
+    try:
+        KernelReplay(path, context.workload.timing_inputs[0], _outputs_index(tvm_dual.load(path)))
+    except NotReplayable as err:
+        raise EngineSkipped(f"kernels cannot be called without the VM: {err}") from None
 
 
 def dual_report(module, footprint_bytes: int) -> dict[str, Any]:
@@ -128,7 +168,11 @@ class TvmDenseEngine(Engine):
             warnings.simplefilter("ignore", tvm_dual.DualCompileWarning)
             module = tvm_dual.compile_dual(context.workload.model, context.workload.example_inputs, insensitive_ratio=0.0)
         module.export_library(context.artifact(self.name, "model.so"))
+        self.check_library(context.artifact(self.name, "model.so"), context)
         return [Variant(artifact="model.so", info={"compile_s": _compile_seconds(start)})]
+
+    def check_library(self, path: Path, context: PrepareContext) -> None:
+        """Raise EngineSkipped if this engine cannot run the library just built."""
 
     def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
         return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
@@ -218,6 +262,7 @@ class TvmDualEngine(Engine):
                 raise EngineSkipped(f"no layer of this model can be compiled as a dual module ({reasons})")
             name = f"r{ratio:.2f}"
             module.export_library(context.artifact(self.name, f"{name}.so"))
+            self.check_library(context.artifact(self.name, f"{name}.so"), context)  # before compiling more ratios
             info = {
                 "compile_s": _compile_seconds(start),
                 "layers": [
@@ -230,6 +275,9 @@ class TvmDualEngine(Engine):
             variants.append(Variant(name=name, params={"insensitive_ratio": ratio}, artifact=f"{name}.so", info=info))
         return variants
 
+    def check_library(self, path: Path, context: PrepareContext) -> None:
+        """Raise EngineSkipped if this engine cannot run the library just built."""
+
     def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
         return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
 
@@ -240,3 +288,27 @@ class TvmDualDefaultKnobsEngine(TvmDualEngine):
     name = "tvm-dual-default"
     label = "tvm-dual, default knobs"
     schedules = None
+
+
+class _KernelsOnly:
+    """Mixin: the engine's libraries timed with their kernels called directly (kernel_replay.py)."""
+
+    def check_library(self, path: Path, context: PrepareContext) -> None:
+        _check_replayable(path, context)
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        return _replay_runner(context, context.artifact(self.name, variant.artifact))
+
+
+class TvmDenseKernelEngine(_KernelsOnly, TvmDenseEngine):
+    """tvm-dense's GEMV kernels called directly: what the kernels cost without the VM and DualModule."""
+
+    name = "tvm-dense-kernel"
+    label = "TVM dense, tvm_dual GEMV, kernels only"
+
+
+class TvmDualKernelEngine(_KernelsOnly, TvmDualEngine):
+    """tvm-dual's kernels called directly, as the prototype timed its dual kernel."""
+
+    name = "tvm-dual-kernel"
+    label = "tvm-dual, kernels only"
