@@ -11,7 +11,6 @@ thresholds fix, so random weights serve here. Threads: TVM_NUM_THREADS (pass the
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import warnings
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 import tvm_dual
 from tvm_dual.bench.engines.tvm import aligned_copy
 from tvm_dual.bench.timing import CacheFlusher, TimingPlan, measure
-from tvm_dual.recurrent import RECURRENT_LITTLE
+from tvm_dual.little import LittleConfig
 
 
 class LSTMStep(torch.nn.Module):
@@ -55,7 +54,7 @@ def main() -> None:
         for rank in args.ranks:
             modules[f"{args.ratio:g}, rank {rank}"] = tvm_dual.compile_dual(
                 model, calibration[0], calibration=calibration[:300], validation=calibration[300:],
-                insensitive_ratio=args.ratio, little=replace(RECURRENT_LITTLE, rank=rank),
+                insensitive_ratio=args.ratio, little=LittleConfig(rank=rank),
             )
     inputs = [tuple(aligned_copy(t.numpy()) for t in state()) for _ in range(64)]
     flush = CacheFlusher(128 << 20, args.threads)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import torch
 
 from tvm_dual import ptb
 from tvm_dual.gate_allocation import ALLOCATIONS
-from tvm_dual.little import PROJECTIONS
-from tvm_dual.recurrent import RECURRENT_LITTLE, RecurrentConfig
+from tvm_dual.little import PROJECTIONS, LittleConfig
+from tvm_dual.recurrent import RecurrentConfig
 
 
 def main() -> None:
@@ -32,14 +31,14 @@ def main() -> None:
                         help="how the layer's ratio is split over its gates (RecurrentConfig.allocation)")
     parser.add_argument("--rank", type=int, default=None,
                         help="little module rank (default: compile_dual's, capped at 10%% of the layer's multiply-adds)")
-    parser.add_argument("--projection", choices=PROJECTIONS, default=RECURRENT_LITTLE.projection,
-                        help="little module projection (default: compile_dual's for recurrent layers)")
+    parser.add_argument("--projection", choices=PROJECTIONS, default=LittleConfig.projection,
+                        help="little module projection (default: compile_dual's)")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args()
     torch.backends.mkldnn.enabled = False
     torch.set_num_threads(1)
     report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens,
-                                   recurrent=RecurrentConfig(allocation=args.allocation), little=replace(RECURRENT_LITTLE, rank=args.rank, projection=args.projection))
+                                   recurrent=RecurrentConfig(allocation=args.allocation), little=LittleConfig(rank=args.rank, projection=args.projection))
     report["allocation"] = args.allocation
     report["rank"] = args.rank
     report["projection"] = args.projection

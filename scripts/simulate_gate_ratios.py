@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import replace
 import warnings
 
 import numpy as np
@@ -21,8 +20,8 @@ from tvm_dual import ptb
 from tvm_dual.api import plan_dual
 from tvm_dual.gate_allocation import ALLOCATIONS
 from tvm_dual.kernels.dual_gates import little_groups
-from tvm_dual.little import PROJECTIONS
-from tvm_dual.recurrent import RECURRENT_LITTLE, RecurrentConfig, RecurrentLayerPlan
+from tvm_dual.little import PROJECTIONS, LittleConfig
+from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan
 from tvm_dual.reference import activation
 from tvm_dual.reference_gates import GateWeights, gates_reference
 
@@ -71,8 +70,8 @@ def main() -> None:
     parser.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=list(ALLOCATIONS))
     parser.add_argument("--test-tokens", type=int, default=2000)
     parser.add_argument("--rank", type=int, default=None, help="little module rank (default: compile_dual's, capped by cost)")
-    parser.add_argument("--projection", choices=PROJECTIONS, default=RECURRENT_LITTLE.projection,
-                        help="little module projection (default: compile_dual's for recurrent layers)")
+    parser.add_argument("--projection", choices=PROJECTIONS, default=LittleConfig.projection,
+                        help="little module projection (default: compile_dual's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -88,7 +87,7 @@ def main() -> None:
             warnings.simplefilter("ignore")
             planned = plan_dual(work.model, work.example_inputs, calibration=work.calibration, validation=work.validation,
                                 insensitive_ratio=args.ratio, recurrent=RecurrentConfig(allocation=allocation),
-                                little=replace(RECURRENT_LITTLE, rank=args.rank, projection=args.projection))
+                                little=LittleConfig(rank=args.rank, projection=args.projection))
         (layer,) = planned.recurrent_plan.layers.values()
         ppl, observed, _ = simulated_perplexity(lm, layer, test)
         planned_ratios = ", ".join(f"{g} {r:.2f}" for g, r in layer.gate_ratios.items())

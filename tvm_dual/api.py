@@ -24,7 +24,7 @@ from .little import LittleConfig, fit_little_module
 from .plan import DualLayerPlan, DualPlan, check_ratio, thresholds_for_ratio
 from .quality_budget import QualityBudget, planning_ratios, search_quality_budget
 from .reference import little_values
-from .recurrent import RECURRENT_LITTLE, RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
+from .recurrent import RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
 from .recurrent_calibrate import plan_recurrent
 from .runtime import METADATA_FORMAT, DualModule, attach_metadata
 from .sites import (
@@ -226,7 +226,6 @@ def plan_dual(
     """Import, calibrate and fit little modules, without building (see compile_dual)."""
     tvm_target = resolve_target(target)
     conv_little = little or CONV_LITTLE
-    recurrent_little = little or RECURRENT_LITTLE
     little = little or LittleConfig()
     inputs = normalize_inputs(example_inputs)
     imported = import_model(model, inputs)
@@ -259,7 +258,7 @@ def plan_dual(
         refine=quality_budget is None,
     )
     rec_plan = plan_recurrent(
-        model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, recurrent_little,
+        model, imported, rec_sites, rec_ratios, calibration_batches, validation_batches, little,
         recurrent or RecurrentConfig(), tvm_target, schedules,
     )
     budget_report = (
@@ -340,8 +339,8 @@ def compile_dual(
     it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
     fraction of outputs taken from the little module, for all layers or per layer name; 0 compiles
     a layer exactly, with no little-module overhead. little: a tvm_dual.LittleConfig for every dual
-    layer; by default linear layers project by PCA of their inputs, LSTM/GRU gates and convolutions
-    by reduced-rank regression (RECURRENT_LITTLE, conv_plan.CONV_LITTLE). target: "llvm -mcpu=...", a dict, a
+    layer (default: LittleConfig() for linear and recurrent layers, conv_plan.CONV_LITTLE for
+    convolutions). target: "llvm -mcpu=...", a dict, a
     tvm.target.Target, or None for this machine. schedules: "default" applies the shipped tuned
     kernel knobs (schedules/<cpu>.json) where a layer's shape was tuned, a path uses that file or
     directory, None uses untuned defaults; each layer's metadata says which it got. validation:

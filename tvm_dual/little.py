@@ -21,13 +21,14 @@ PROJECTIONS = ("random", "pca", "rrr")
 class LittleConfig:
     """How little modules are built.
 
-    projection: "pca" (default) projects on the top principal directions of the calibration inputs;
-    "rrr" (reduced-rank regression) on the input directions that carry the top principal
-    directions of the layer's outputs, the best rank-k linear predictor of W x on the calibration
-    data (the default for convolutions, whose few output channels PCA of the inputs serves badly);
-    "random" is the paper's sparse random projection (Achlioptas: sqrt(3) * {+1, 0, -1} with
-    probabilities 1/6, 2/3, 1/6). At equal rank PCA fits real pre-activations better than the random
-    projection (tests/test_little.py; the demo prints each layer's fit R^2). rank: explicit k, or None
+    projection: "rrr" (reduced-rank regression, the default) projects on the input directions that
+    carry the top principal directions of the layer's outputs: the best rank-k linear predictor of
+    W x on the calibration data. "pca" projects on the top principal directions of the calibration
+    inputs, which need not be the directions W cares about; at equal rank it fit trained layers
+    worse and lost more quality (docs/RESULTS.md: PTB LSTM/GRU gates, scripts/simulate_gate_ratios.py;
+    a Fashion-MNIST MLP, scripts/compare_projections.py). "random" is the paper's sparse random
+    projection (Achlioptas: sqrt(3) * {+1, 0, -1} with probabilities 1/6, 2/3, 1/6), which fits
+    worst (tests/test_little.py). rank: explicit k, or None
     for the Johnson-Lindenstrauss rank 4 ln(n) / (eps^2/2 - eps^3/3), n the rows of W, capped by
     max_cost_fraction: k * (K + N) multiply-adds of the little module may be at most that fraction of
     the N * K of the layer. The little module's int8 weights must be widened to float32 before use,
@@ -37,7 +38,7 @@ class LittleConfig:
     mean eigenvalue of the projected Gram matrix.
     """
 
-    projection: str = "pca"
+    projection: str = "rrr"
     rank: int | None = None
     eps: float = 0.5
     max_cost_fraction: float = 0.1

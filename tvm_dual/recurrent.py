@@ -31,7 +31,7 @@ from tvm import relax
 from .gate_allocation import ALLOCATIONS
 from .kernels.dual_dense import MAX_BATCH, DualKernelConfig
 from .kernels.dual_gates import CELLS, GATES, GateShape, gate_little_bytes
-from .little import LittleConfig, LittleModule
+from .little import LittleModule
 from .plan import check_ratio
 from .sites import WeightKeys, constant_array, static_shape
 
@@ -359,13 +359,6 @@ def _unsupported_reason(site: RecurrentSite, W_ih: np.ndarray, W_hh: np.ndarray,
 
 # ---- plans ------------------------------------------------------------------------------------
 RECURRENT_MODES = ("auto", "fused", "hoisted")
-
-
-# Little modules of gate layers project on the input directions that best predict the gates' outputs
-# (reduced-rank regression) rather than on the top principal directions of [x; h]: at the same rank
-# the fit is far better on trained PTB models, and so is perplexity at a given ratio
-# (scripts/simulate_gate_ratios.py --projection pca|rrr; docs/RESULTS.md).
-RECURRENT_LITTLE = LittleConfig(projection="rrr")
 
 
 @dataclass(frozen=True)
