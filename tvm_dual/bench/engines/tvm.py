@@ -68,10 +68,11 @@ def _replay_runner(context: LoadContext, path: Path) -> Runner:
     from ..worker import TIMING_INPUTS, load_tuples
 
     inputs = load_tuples(context.workdir / TIMING_INPUTS)
-    replay = KernelReplay(path, inputs[0], _outputs_index(tvm_dual.load(path)))
+    module = tvm_dual.load(path)
+    replay = KernelReplay(path, inputs[0], _outputs_index(module))
 
     def report() -> dict[str, Any]:
-        module = tvm_dual.load(path)
+        module.reset_stats()
         for x in inputs:
             module(*(aligned_copy(a) for a in x))
         return dual_report(module, context.prepared["footprint_bytes"])
