@@ -28,11 +28,14 @@ _active = threading.local()
 
 
 def probe(tensor, slot):
+    array = tensor.numpy()  # a copy
     sink = getattr(_active, "sink", None)
     if sink is not None:
-        array = tensor.numpy()
-        sink[int(slot)].append(array.reshape(-1, array.shape[-1]).copy())
-    return tensor
+        sink[int(slot)].append(array.reshape(-1, array.shape[-1]))
+    # A fresh tensor, not `tensor`: the probe is a pure call, so the VM's memory planner treats
+    # its argument's buffer as free once the probe has run and may hand it to the consuming
+    # matmul's output while that matmul still reads the returned value (it did, in the PTB step).
+    return tvm.runtime.tensor(array, tensor.device)
 
 
 tvm_ffi.register_global_func(PROBE_FUNC, probe, override=True)

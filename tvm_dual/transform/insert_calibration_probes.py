@@ -1,7 +1,7 @@
 """InsertCalibrationProbes: route the input of chosen linear layers through a Python callback.
 
 act(matmul(x, W^T) + b) becomes act(matmul(probe(x, i), W^T) + b) where probe is the packed function
-PROBE_FUNC, which records x for layer slot i and returns it unchanged. Calibration then runs the
+PROBE_FUNC, which records x for layer slot i and returns a copy of it. Calibration then runs the
 model as compiled, so every way a layer can be reached (functional forms, shared layers, unrolled
 recurrences) is captured exactly as it executes.
 """
