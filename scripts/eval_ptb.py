@@ -1,6 +1,6 @@
 """Test-set perplexity of a trained PTB model compiled with tvm_dual, at batch 1, token by token.
 
-    .venv/bin/python scripts/eval_ptb.py --model lstm-750 --ratios 0 0.1 0.3 0.5 0.7 0.9 --out docs/ptb_lstm-750.json
+    .venv/bin/python scripts/eval_ptb.py --model lstm-750 --jobs 2 --out docs/ptb_lstm-750.json
 
 Little modules are fitted on the first --calibration-tokens of the training text and thresholds
 chosen on the first --validation-tokens of the validation text; --test-tokens limits the test text
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 
 import torch
 
@@ -34,17 +37,31 @@ def main() -> None:
     parser.add_argument("--projection", choices=PROJECTIONS, default=LittleConfig.projection,
                         help="little module projection (default: compile_dual's)")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="ratios evaluated in this many processes at once (one thread each; perplexity does not depend on it)")
     args = parser.parse_args()
-    torch.backends.mkldnn.enabled = False
-    torch.set_num_threads(1)
-    report = ptb.evaluate_compiled(args.model, args.ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens,
-                                   recurrent=RecurrentConfig(allocation=args.allocation), little=LittleConfig(rank=args.rank, projection=args.projection))
+    if args.jobs > 1:
+        jobs = min(args.jobs, len(args.ratios))
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(partial(_evaluate, args), [args.ratios[i::jobs] for i in range(jobs)]))
+        rows = sorted((row for part in parts for row in part["rows"]), key=lambda row: args.ratios.index(row["ratio"]))
+        report = dict(parts[0], rows=rows)
+    else:
+        report = _evaluate(args, args.ratios)
     report["allocation"] = args.allocation
     report["rank"] = args.rank
     report["projection"] = args.projection
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
+
+
+def _evaluate(args: argparse.Namespace, ratios: list[float]) -> dict:
+    torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(1)
+    return ptb.evaluate_compiled(args.model, ratios, args.test_tokens, args.calibration_tokens, args.validation_tokens,
+                                 recurrent=RecurrentConfig(allocation=args.allocation),
+                                 little=LittleConfig(rank=args.rank, projection=args.projection))
 
 
 if __name__ == "__main__":
