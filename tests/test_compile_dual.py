@@ -225,13 +225,13 @@ def test_calibration_captures_each_layers_exact_inputs():
     imported = import_model(model, normalize_inputs((x,)))
     sites = find_linear_sites(imported.mod["main"])
     captured = capture_layer_inputs(model, [(x,)], [s.key for s in sites], imported)
-    expected, h = [], x
+    expected, h = {}, x
     with torch.no_grad():
-        for layer in model:
+        for path, layer in model.named_children():
             if isinstance(layer, nn.Linear):
-                expected.append(h.numpy())
+                expected[path] = h.numpy()
             h = layer(h)
-    assert len(sites) == len(expected) == 3
-    for site in sites:  # sites are keyed by weight digest; match each to the layer input of its shape
-        errors = [np.abs(captured[site.key] - e).max() for e in expected if e.shape == captured[site.key].shape]
-        assert errors and min(errors) < 1e-5, site.key
+    assert sorted(imported.layer_names[s.digest] for s in sites) == sorted(expected) and len(expected) == 3
+    for site in sites:
+        path = imported.layer_names[site.digest]
+        np.testing.assert_allclose(captured[site.key], expected[path], atol=1e-5, err_msg=path)

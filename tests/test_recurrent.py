@@ -202,7 +202,6 @@ def test_unsupported_recurrent_layer_stays_dense_with_a_warning():
         tvm_dual.compile_dual(model, (x,), insensitive_ratio={"rnn.l0": 0.5})
 
 
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_calibration_captures_the_exact_states_of_every_step(cell):
     # The probe once returned its argument as the value of a pure call; the VM's memory planner

@@ -107,7 +107,8 @@ def rrr_projection(rank: int, x: np.ndarray, W: np.ndarray) -> np.ndarray:
     wtw = W.T @ W
     vals, vecs = scipy.linalg.eigh(L.T @ wtw @ L, subset_by_index=[k - rank, k - 1])
     vals, vecs = vals[::-1], vecs[:, ::-1]
-    # directions beyond the outputs' numerical rank get zero rows, not rows blown up by 1/S
+    # directions beyond the outputs' numerical rank get near-zero rows (W L v is ~0 there), not
+    # rows blown up by 1/S
     top = max(float(vals[0]), np.finfo(np.float64).tiny)
     scale = np.sqrt(np.where(vals > top * 1e-12, vals, top))
     return (vecs / scale).T @ L.T @ wtw
