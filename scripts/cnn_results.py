@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 import tvm_dual
+from tvm_dual.bench.machine import git_revision
 from tvm_dual.cnn import default_checkpoint, operations, workload
 from tvm_dual.cnn_bench import export_onnx, run_isolated
 from tvm_dual.cnn_models import CACHE_DIR
@@ -78,7 +79,8 @@ def main() -> None:
     checkpoint = args.checkpoint or default_checkpoint()
     w = workload(checkpoint)
     little = tvm_dual.LittleConfig(projection=args.projection, rank=args.rank, max_cost_fraction=args.max_cost)
-    results: dict = {"checkpoint": checkpoint, "model_macs": w.model_macs, "little": vars(little) | {}, "settings": []}
+    results: dict = {"checkpoint": checkpoint, "model_macs": w.model_macs, "little": vars(little) | {},
+                     "git": git_revision(), "settings": []}
     tmp = tempfile.mkdtemp(prefix="tvm_dual_cnn_")
     artifacts: dict[str, str] = {}
 

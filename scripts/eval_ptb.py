@@ -46,6 +46,8 @@ def main() -> None:
             parts = list(pool.map(partial(_evaluate, args), [args.ratios[i::jobs] for i in range(jobs)]))
         rows = sorted((row for part in parts for row in part["rows"]), key=lambda row: args.ratios.index(row["ratio"]))
         report = dict(parts[0], rows=rows)
+        if any(part["git"] != report["git"] for part in parts):  # the checkout changed while the jobs started
+            report["git"] = [part["git"] for part in parts]
     else:
         report = _evaluate(args, args.ratios)
     report["allocation"] = args.allocation

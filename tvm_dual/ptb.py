@@ -432,6 +432,7 @@ def evaluate_compiled(
     import warnings
 
     import tvm_dual
+    from tvm_dual.bench.machine import git_revision
 
     lm, saved = load_trained(name)
     corpus = load_corpus()
@@ -441,7 +442,7 @@ def evaluate_compiled(
         torch_full = perplexity_torch(lm, corpus.test)
     report = {"model": name, "valid_ppl_training": saved.get("valid_ppl"), "torch_test_ppl_full": torch_full,
               "test_tokens": len(test) - 1, "calibration_tokens": calibration_tokens,
-              "validation_tokens": validation_tokens, "rows": []}
+              "validation_tokens": validation_tokens, "git": git_revision(), "rows": []}
     log(f"{name}: PyTorch test perplexity (whole test set, teacher forcing) {torch_full:.2f}")
     for ratio in ratios:
         t0 = time.monotonic()
