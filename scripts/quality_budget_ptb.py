@@ -1,7 +1,8 @@
-"""Quality budget on the PTB LSTM-750: the insensitive ratio tvm_dual.QualityBudget chooses for "at
-most +1% perplexity", with test perplexity, bytes of W read and kernel time next to dense.
+"""Quality budget on a trained PTB model (LSTM-750 or GRU-750): the insensitive ratio
+tvm_dual.QualityBudget chooses for "at most +1% perplexity", with test perplexity, bytes of W read
+and kernel time next to dense.
 
-    .venv/bin/python scripts/quality_budget_ptb.py [--model lstm-750] [--max-increase 0.01]
+    .venv/bin/python scripts/quality_budget_ptb.py [--model lstm-750|gru-750] [--max-increase 0.01]
 
 Little modules are fitted on 20,000 training tokens. The search's metric is validation perplexity
 (PyTorch, batch 20, teacher forcing) on validation tokens [5000, 5000 + --search-tokens), which
@@ -50,10 +51,11 @@ def main() -> None:
     dense = tvm_dual.compile_dual(work.model, work.example_inputs, insensitive_ratio=0.0)
     test = corpus.test[: args.test_tokens + 1]
     token, *state = work.example_inputs
+    dense_w = 4 * sum(p.numel() for n, p in lm.rnn.named_parameters() if n.startswith("weight_"))
     for name, module in (("dense", dense), ("budget", chosen)):
         ppl = ptb.stepwise_perplexity(module, lm.config, test)
         stats = module.stats()
-        read = f"{stats[0].dual_bytes / 1e6:.2f} MB of {stats[0].dense_bytes / 1e6:.2f} MB" if len(stats) else "18.00 MB (dense)"
+        read = f"{stats[0].dual_bytes / 1e6:.2f} MB of {stats[0].dense_bytes / 1e6:.2f} MB" if len(stats) else f"{dense_w / 1e6:.2f} MB (dense)"
         profile = module.profile(token.numpy(), *(s.numpy() for s in state), repeat=2000)
         layer_us = {k: round(1e6 * v, 1) for k, v in kernel_times(profile, [s.name for s in stats]).items()}
         print(f"{name}: test perplexity ({args.test_tokens} tokens) {ppl:.2f}; W_ih + W_hh read per step {read}; "

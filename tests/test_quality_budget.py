@@ -1,7 +1,7 @@
 """Quality-budget calibration. On a small MLP trained here on Fashion-MNIST the chosen per-layer
 ratios hold the accuracy budget on a split the search never saw and save at least as many bytes as
-the best uniform ratio; on an LSTMCell stream and the MLP, the compiled module scores what the
-search's fast numpy path reported."""
+the best uniform ratio; on LSTMCell and GRUCell streams, nn.LSTM and nn.GRU sequences and the MLP,
+the compiled module scores what the search's fast numpy path reported."""
 
 import math
 import warnings
@@ -105,42 +105,48 @@ def test_budget_validation_and_unsearchable_layers():
 
 
 class CellStep(torch.nn.Module):
-    """One step of an LSTMCell stream with a dual tanh layer and a dense head on its output."""
+    """One step of an LSTMCell or GRUCell stream with a dual tanh layer and a dense head on its
+    output; the state (h, c) or (h,) comes in and goes out after the head's output."""
 
-    def __init__(self) -> None:
+    def __init__(self, cell: str) -> None:
         super().__init__()
-        self.cell = torch.nn.LSTMCell(16, 48)
+        self.cell = torch.nn.LSTMCell(16, 48) if cell == "lstm" else torch.nn.GRUCell(16, 48)
         self.fc = torch.nn.Linear(48, 32)
         self.head = torch.nn.Linear(32, 6)
 
-    def forward(self, x, h, c):
-        h, c = self.cell(x, (h, c))
-        return self.head(torch.tanh(self.fc(h))), h, c
+    def forward(self, x, *state):
+        if isinstance(self.cell, torch.nn.GRUCell):
+            state = (self.cell(x, state[0]),)
+        else:
+            state = self.cell(x, state)
+        return (self.head(torch.tanh(self.fc(state[0]))), *state)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @torch.no_grad()
-def test_lstm_cell_budget_matches_the_compiled_module():
+def test_recurrent_cell_budget_matches_the_compiled_module(cell):
     torch.manual_seed(0)
-    model = CellStep().eval()
-    zeros = torch.zeros(1, 48)
+    model = CellStep(cell).eval()
+    n_state = 2 if cell == "lstm" else 1
+    zeros = (torch.zeros(1, 48),) * n_state
 
     def stream(m, xs):  # xs (streams, steps, batch, 16) -> outputs (streams, steps, batch, 6)
         outputs = []
         for seq in xs:
-            h = c = torch.zeros(seq.shape[1], 48)
+            state = (torch.zeros(seq.shape[1], 48),) * n_state
             steps = []
             for x in seq:
-                y, h, c = m(x, h, c)
+                y, *state = m(x, *state)
                 steps.append(y)
             outputs.append(torch.stack(steps))
         return torch.stack(outputs)
 
     calibration = []
     for seq in torch.randn(40, 20, 1, 16):
-        h = c = zeros
+        state = zeros
         for x in seq:
-            calibration.append((x, h, c))
-            _, h, c = model(x, h, c)
+            calibration.append((x, *state))
+            _, *state = model(x, *state)
     held = torch.randn(1, 20, 12, 16)  # 12 streams of 20 steps, run side by side (batch 12)
     exact = stream(model, held)
 
@@ -153,11 +159,11 @@ def test_lstm_cell_budget_matches_the_compiled_module():
 
     max_drop = 0.1 * float(exact.abs().mean())
     budget = tvm_dual.QualityBudget(closeness, max_drop)
-    mod = tvm_dual.compile_dual(model, (held[0, 0, :1], zeros, zeros), calibration=calibration, quality_budget=budget)
+    mod = tvm_dual.compile_dual(model, (held[0, 0, :1], *zeros), calibration=calibration, quality_budget=budget)
     report = mod.metadata["quality_budget"]
     ratios = report["per_layer"]["ratios"]
-    print(f"LSTMCell budget: {ratios}, uniform {report['uniform']['ratio']}, search metric {report['per_layer']['metric']:.5f}, "
-          f"budget {-max_drop:.5f}")
+    print(f"{cell} cell budget: {ratios}, uniform {report['uniform']['ratio']}, search metric "
+          f"{report['per_layer']['metric']:.5f}, budget {-max_drop:.5f}")
     assert set(ratios) == {"fc", "cell"} and ratios["cell"] > 0
     assert {layer["name"]: layer["target_ratio"] for layer in mod.metadata["layers"]} == {k: v for k, v in ratios.items() if v}
     # the hooks' numpy model of the dual layers is what the compiled kernels compute
@@ -169,21 +175,22 @@ def test_lstm_cell_budget_matches_the_compiled_module():
 
 
 class Sequence(torch.nn.Module):
-    """A two-layer nn.LSTM over a whole sequence (input projection hoisted) and a dense head."""
+    """A two-layer nn.LSTM or nn.GRU over a whole sequence (input projection hoisted) and a dense head."""
 
-    def __init__(self) -> None:
+    def __init__(self, cell: str) -> None:
         super().__init__()
-        self.rnn = torch.nn.LSTM(12, 40, num_layers=2)
+        self.rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(12, 40, num_layers=2)
         self.head = torch.nn.Linear(40, 5)
 
     def forward(self, x):
         return self.head(self.rnn(x)[0])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @torch.no_grad()
-def test_lstm_budget_matches_the_compiled_module():
+def test_recurrent_layer_budget_matches_the_compiled_module(cell):
     torch.manual_seed(1)
-    model = Sequence().eval()
+    model = Sequence(cell).eval()
     calibration = [(x,) for x in torch.randn(60, 3, 1, 12)]
     held = torch.randn(3, 20, 12)  # 20 sequences side by side (batch 20)
     exact = model(held)
@@ -199,7 +206,7 @@ def test_lstm_budget_matches_the_compiled_module():
                                 quality_budget=tvm_dual.QualityBudget(closeness, max_drop))
     report = mod.metadata["quality_budget"]
     ratios = report["per_layer"]["ratios"]
-    print(f"nn.LSTM budget: {ratios}, uniform {report['uniform']['ratio']}, search metric "
+    print(f"nn.{cell.upper()} budget: {ratios}, uniform {report['uniform']['ratio']}, search metric "
           f"{report['per_layer']['metric']:.5f}, budget {-max_drop:.5f}")
     assert set(ratios) == {"rnn.l0", "rnn.l1"} and 0 < max(ratios.values()) < 0.9  # the budget binds
     assert {layer["mode"] for layer in mod.metadata["layers"]} == {"hoisted"}

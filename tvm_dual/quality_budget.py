@@ -16,19 +16,21 @@ Why not compile every candidate: a build takes seconds and the search evaluates 
 Instead the metric sees the PyTorch model with a forward hook on each searched module that replaces
 its output by what the dual kernel computes: for nn.Linear (+ activation) the numpy reference of
 tvm_dual/reference.py (the kernel's little-module arithmetic, integer mode included, and its
-sensitive mask); for nn.LSTMCell and nn.LSTM the gate reference of tvm_dual/reference_gates.py
-and the cell update, step by step in numpy (fused or hoisted, as planned). The little modules are the planner's, and the thresholds for each ratio come from the
+sensitive mask); for nn.LSTMCell, nn.GRUCell, nn.LSTM and nn.GRU the gate reference of
+tvm_dual/reference_gates.py and the cell update, step by step in numpy (fused or hoisted, as
+planned). The little modules are the planner's, and the thresholds for each ratio come from the
 planner's own functions (plan.thresholds_for_ratio, recurrent_calibrate.gate_thresholds), chosen
 once on the exact model's layer inputs (the planner's first pass); the compiled module gets
 exactly the thresholds the search evaluated, so what was measured is what runs (the tests check
 that the compiled module scores what the search reported). An evaluation costs one PyTorch pass
 over the metric's data, at any batch size.
 
-Scope: nn.Linear modules used once, nn.LSTMCell, and the layers of unidirectional nn.LSTM without
-projections. Other linear sites (F.linear on a bare parameter, a weight used twice), GRU and conv
-layers stay exact under a budget, with one warning: the hooks do not model their dual computation,
-so their effect on the metric could not be measured. The numpy LSTM is slow next to PyTorch's:
-give a recurrent model's metric a few thousand steps at a large batch, not a whole corpus.
+Scope: nn.Linear modules used once, nn.LSTMCell, nn.GRUCell, and the layers of unidirectional
+nn.LSTM (without projections) and nn.GRU. Other linear sites (F.linear on a bare parameter, a weight
+used twice) and conv layers stay exact under a budget, with one warning: the hooks do not model
+their dual computation, so their effect on the metric could not be measured. The numpy recurrent
+layers are slow next to PyTorch's: give a recurrent model's metric a few thousand steps at a large
+batch, not a whole corpus.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
-from .kernels.dual_gates import gate_little_bytes
+from .kernels.dual_gates import CELLS, gate_little_bytes
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
 from .reference import activation, little_values, sensitive_mask
 
@@ -95,11 +97,12 @@ def planning_ratios(
     step (so that its little module is fitted), every other layer exact, with one warning."""
     uses = Counter(site.digest for site in sites)
     candidates = {names[s.key]: uses[s.digest] == 1 and _module(model, names[s.key], torch.nn.Linear) for s in sites if s.dual_ok}
-    candidates.update({s.name: s.cell == "lstm" and _lstm_layer_of(model, s.name) is not None for s in rec_sites if s.dual_ok})
+    candidates.update({s.name: _recurrent_layer_of(model, s.name) is not None for s in rec_sites if s.dual_ok})
     exact = [name for name, ok in candidates.items() if not ok] + list(conv_names)
     if exact:
         warnings.warn(
-            f"a quality budget searches nn.Linear, nn.LSTM and nn.LSTMCell layers only; {len(exact)} layer(s) stay exact: "
+            f"a quality budget searches nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell and nn.GRUCell layers only; "
+            f"{len(exact)} layer(s) stay exact: "
             f"{', '.join(exact)}",
             _warning_class(),
             stacklevel=4,
@@ -107,23 +110,23 @@ def planning_ratios(
     return {name: budget.steps[-1] for name, ok in candidates.items() if ok}
 
 
-def _module(model: torch.nn.Module, name: str, kind: type) -> bool:
+def _module(model: torch.nn.Module, name: str, kind: type | tuple[type, ...]) -> bool:
     try:
         return isinstance(model.get_submodule(name), kind)
     except AttributeError:
         return False
 
 
-def _lstm_layer_of(model: torch.nn.Module, name: str):
-    """The nn.LSTMCell named `name`, or (nn.LSTM, layer index) for "path.lN" of a unidirectional
-    nn.LSTM without projections; None for anything else."""
-    if _module(model, name, torch.nn.LSTMCell):
+def _recurrent_layer_of(model: torch.nn.Module, name: str):
+    """The nn.LSTMCell or nn.GRUCell named `name`, or (nn.LSTM or nn.GRU, layer index) for "path.lN"
+    of a unidirectional layer without projections; None for anything else."""
+    if _module(model, name, (torch.nn.LSTMCell, torch.nn.GRUCell)):
         return model.get_submodule(name)
     path, _, index = name.rpartition(".l")
-    if path and index.isdigit() and _module(model, path, torch.nn.LSTM):
-        lstm = model.get_submodule(path)
-        if not lstm.bidirectional and not lstm.proj_size and int(index) < lstm.num_layers:
-            return lstm, int(index)
+    if path and index.isdigit() and _module(model, path, (torch.nn.LSTM, torch.nn.GRU)):
+        rnn = model.get_submodule(path)
+        if not rnn.bidirectional and not getattr(rnn, "proj_size", 0) and int(index) < rnn.num_layers:
+            return rnn, int(index)
     return None
 
 
@@ -192,38 +195,51 @@ class _LinearLayer(_Layer):
         self.plan.target_ratio, self.plan.calibration_ratio = ratio, observed
 
 
+def _is_gru(module: torch.nn.Module) -> bool:
+    return isinstance(module, (torch.nn.GRU, torch.nn.GRUCell))
+
+
 def _gate_weights(module: torch.nn.Module, suffix: str = ""):
     from .reference_gates import GateWeights
 
+    cell = "gru" if _is_gru(module) else "lstm"
+
     def array(name: str) -> np.ndarray:
         t = getattr(module, name + suffix, None)
-        return np.zeros(4 * module.hidden_size, np.float32) if t is None else t.detach().numpy().astype(np.float32)
+        return np.zeros(CELLS[cell] * module.hidden_size, np.float32) if t is None else t.detach().numpy().astype(np.float32)
 
-    return GateWeights("lstm", array("weight_ih"), array("weight_hh"), array("bias_ih"), array("bias_hh"))
+    return GateWeights(cell, array("weight_ih"), array("weight_hh"), array("bias_ih"), array("bias_hh"))
 
 
-def _lstm_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray, plan=None, bounds=None) -> tuple[np.ndarray, np.ndarray]:
-    """One LSTM step in numpy: exact, or with the gates the dual gate kernel computes (plan's
-    little module and mode, per-gate bounds (lo, hi))."""
+def _cell_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, plan=None, bounds=None):
+    """One LSTM or GRU step in numpy, (h, c) -> (h', c') with c None for the GRU: exact, or with the
+    gates the dual gate kernel computes (plan's little module and mode, per-gate bounds (lo, hi))."""
     from .reference_gates import gates_reference
 
     with np.errstate(over="ignore", invalid="ignore"):
         if bounds is None:
-            gates = x @ weights.W_ih.T + weights.b_ih + h @ weights.W_hh.T + weights.b_hh
-        elif plan.fused:
+            pre_x, pre_h = x @ weights.W_ih.T + weights.b_ih, h @ weights.W_hh.T + weights.b_hh
+        elif plan.fused:  # the kernel's out_x holds only the GRU's x_n, out_h the rest
             little = plan.little.predict(np.concatenate([x, h], axis=1))
-            gates = gates_reference(weights, True, h, x, None, bounds[0], bounds[1], little).out_h
+            result = gates_reference(weights, True, h, x, None, bounds[0], bounds[1], little)
+            pre_x, pre_h = result.out_x, result.out_h
         else:  # hoisted: the little module and the mask cover the h term; the x term is exact
-            addend = x @ weights.W_ih.T + weights.b_ih
+            pre_x = x @ weights.W_ih.T + weights.b_ih
             little = plan.little.predict(h)
-            gates = gates_reference(weights, False, h, None, addend, bounds[0], bounds[1], little).out_h + addend
-        i, f, g, o = np.split(gates, 4, axis=1)
+            pre_h = gates_reference(weights, False, h, None, pre_x, bounds[0], bounds[1], little).out_h
+        if weights.cell == "gru":
+            H = weights.hidden
+            r = activation(pre_x[:, :H] + pre_h[:, :H], "sigmoid")
+            z = activation(pre_x[:, H : 2 * H] + pre_h[:, H : 2 * H], "sigmoid")
+            n = np.tanh(pre_x[:, 2 * H :] + r * pre_h[:, 2 * H :])
+            return ((1.0 - z) * n + z * h).astype(np.float32), None
+        i, f, g, o = np.split(pre_x + pre_h, 4, axis=1)
         c_new = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
         return (activation(o, "sigmoid") * np.tanh(c_new)).astype(np.float32), c_new.astype(np.float32)
 
 
 class _GateLayer(_Layer):
-    """One LSTM layer with dual gates (RecurrentLayerPlan): per-gate thresholds per step from
+    """One LSTM or GRU layer with dual gates (RecurrentLayerPlan): per-gate thresholds per step from
     recurrent_calibrate.gate_thresholds, the steps from reference_gates.gates_reference."""
 
     def __init__(self, plan, module: torch.nn.Module, weights) -> None:
@@ -242,8 +258,8 @@ class _GateLayer(_Layer):
             gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r, self.plan.allocation) for r in ratios
         ]
 
-    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-        return _lstm_step(self.weights, x, h, c, self.plan, self.thresholds[step][:2] if step else None)
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, step: int):
+        return _cell_step(self.weights, x, h, c, self.plan, self.thresholds[step][:2] if step else None)
 
     def apply(self, step: int, ratio: float) -> None:
         lo, hi, fractions = self.thresholds[step]
@@ -252,18 +268,23 @@ class _GateLayer(_Layer):
         self.plan.calibration_ratio = float(np.mean(list(fractions.values())))
 
 
-class _LSTMCellLayer(_GateLayer):
-    """nn.LSTMCell: one step per call."""
+class _CellLayer(_GateLayer):
+    """nn.LSTMCell or nn.GRUCell: one step per call."""
 
-    def __init__(self, plan, module: torch.nn.LSTMCell) -> None:
+    def __init__(self, plan, module: torch.nn.LSTMCell | torch.nn.GRUCell) -> None:
         super().__init__(plan, module, _gate_weights(module))
+        self.gru = _is_gru(module)
 
-    def _state(self, args) -> tuple[np.ndarray, np.ndarray]:
+    def _state(self, args) -> tuple[np.ndarray, np.ndarray | None]:
+        """(h, c) of the call (c None for the GRU), zeros when it passes no state."""
         x = args[0].detach().reshape(-1, self.plan.input_size)
-        if len(args) > 1 and args[1] is not None:
-            return tuple(t.detach().reshape(-1, self.plan.hidden).numpy() for t in args[1])
-        zeros = np.zeros((len(x), self.plan.hidden), np.float32)
-        return zeros, zeros
+        state = args[1] if len(args) > 1 else None
+        if state is None:
+            zeros = np.zeros((len(x), self.plan.hidden), np.float32)
+            return zeros, (None if self.gru else zeros)
+        if self.gru:
+            return state.detach().reshape(-1, self.plan.hidden).numpy(), None
+        return tuple(t.detach().reshape(-1, self.plan.hidden).numpy() for t in state)
 
     def record_group(self, args, _layers) -> None:
         h, _ = self._state(args)
@@ -272,20 +293,23 @@ class _LSTMCellLayer(_GateLayer):
     def dual_group(self, args, output, _layers, steps: list[int]):
         h, c = self._state(args)
         x = args[0].detach().reshape(-1, self.plan.input_size).numpy()
-        new = self.step(x, h, c, steps[0])
-        return tuple(torch.from_numpy(v).reshape(t.shape) for v, t in zip(new, output))
+        new_h, new_c = self.step(x, h, c, steps[0])
+        if self.gru:
+            return torch.from_numpy(new_h).reshape(output.shape)
+        return tuple(torch.from_numpy(v).reshape(t.shape) for v, t in zip((new_h, new_c), output))
 
 
-class _LSTMLayer(_GateLayer):
-    """Layer `index` of an nn.LSTM (unidirectional, no projection). The hook of the module runs all
-    its layers step by step in numpy, each exact or dual at its own step."""
+class _SequenceLayer(_GateLayer):
+    """Layer `index` of an nn.LSTM (unidirectional, no projection) or nn.GRU (unidirectional). The
+    hook of the module runs all its layers step by step in numpy, each exact or dual at its own step."""
 
-    def __init__(self, plan, module: torch.nn.LSTM, index: int) -> None:
+    def __init__(self, plan, module: torch.nn.LSTM | torch.nn.GRU, index: int) -> None:
         super().__init__(plan, module, _gate_weights(module, f"_l{index}"))
         self.index = index
 
     @staticmethod
-    def _run(module: torch.nn.LSTM, args, by_index: dict, steps: dict[int, int], record: bool):
+    def _run(module: torch.nn.LSTM | torch.nn.GRU, args, by_index: dict, steps: dict[int, int], record: bool):
+        gru = _is_gru(module)
         x = args[0].detach()
         hx = args[1] if len(args) > 1 else None
         batched = x.dim() == 3
@@ -295,7 +319,10 @@ class _LSTMLayer(_GateLayer):
             x = x.transpose(0, 1)
         L, H = module.num_layers, module.hidden_size
         if hx is None:
-            h0 = c0 = np.zeros((L, x.shape[1], H), np.float32)
+            h0 = np.zeros((L, x.shape[1], H), np.float32)
+            c0 = [None] * L if gru else h0
+        elif gru:
+            h0, c0 = hx.detach().reshape(L, x.shape[1], H).numpy(), [None] * L
         else:
             h0, c0 = (t.detach().reshape(L, x.shape[1], H).numpy() for t in hx)
         seq = x.numpy().astype(np.float32)
@@ -309,7 +336,7 @@ class _LSTMLayer(_GateLayer):
             for x_t in seq:
                 if record and layer is not None:
                     layer.rows.append((x_t.copy(), h.copy()))
-                h, c = layer.step(x_t, h, c, step) if layer is not None else _lstm_step(weights, x_t, h, c)
+                h, c = layer.step(x_t, h, c, step) if layer is not None else _cell_step(weights, x_t, h, c)
                 outputs.append(h)
             seq = np.stack(outputs)
             h_n.append(h)
@@ -319,10 +346,10 @@ class _LSTMLayer(_GateLayer):
             out = out.squeeze(1)
         elif module.batch_first:
             out = out.transpose(0, 1)
-        state = tuple(torch.from_numpy(np.stack(v)) for v in (h_n, c_n))
+        state = [torch.from_numpy(np.stack(v)) for v in ((h_n,) if gru else (h_n, c_n))]
         if not batched:
-            state = tuple(t.squeeze(1) for t in state)
-        return out, state
+            state = [t.squeeze(1) for t in state]
+        return out, (state[0] if gru else tuple(state))
 
     def record_group(self, args, layers) -> None:
         self._run(self.module, args, {layer.index: layer for layer in layers}, {}, record=True)
@@ -477,14 +504,14 @@ class _Search:
 def search_quality_budget(
     budget: QualityBudget, model: torch.nn.Module, plan: DualPlan, rec_plan, calibration: list, validation: list | None
 ) -> dict:
-    """Choose per-layer ratios for the layers in `plan` and the LSTMCell layers in `rec_plan` (all
+    """Choose per-layer ratios for the layers in `plan` and the recurrent layers in `rec_plan` (all
     fitted at the top step), set their thresholds, drop the ones left at ratio 0 from the plans,
     and return the report for metadata."""
     ratios = budget.steps
     layers: list[_Layer] = [_LinearLayer(p, model.get_submodule(p.name), plan.vector_bits) for p in plan.layers.values()]
     for p in rec_plan.layers.values():
-        cell = _lstm_layer_of(model, p.name)
-        layers.append(_LSTMCellLayer(p, cell) if isinstance(cell, torch.nn.LSTMCell) else _LSTMLayer(p, *cell))
+        module = _recurrent_layer_of(model, p.name)
+        layers.append(_SequenceLayer(p, *module) if isinstance(module, tuple) else _CellLayer(p, module))
     _record_inputs(model, layers, validation if validation is not None else calibration)
     for layer in layers:
         layer.choose_thresholds(ratios, held_out=validation is not None)
