@@ -89,10 +89,23 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def _fast_input(value):
-    """A zero-copy view of a contiguous, aligned numpy array or CPU tensor; raises otherwise."""
-    if type(value) is not np.ndarray and not (isinstance(value, torch.Tensor) and value.is_cpu):
-        raise TypeError("not a numpy array or CPU tensor")
-    return tvm_ffi.from_dlpack(value, require_alignment=_ALIGNMENT, require_contiguous=True)
+    """A zero-copy view of a contiguous, aligned numpy array or CPU tensor, or None; may raise for
+    inputs DLPack cannot export (a tensor that requires grad).
+
+    Alignment and contiguity are checked here rather than by from_dlpack's require_* options: a
+    failed requirement raises an FFI error, whose traceback cost 45 us, and an unaligned input
+    (a row of an array loaded from a file with a 16-byte header) took 95 us (numpy) to 175 us
+    (torch) longer per call than an aligned one, against about 50 us for the whole call of a
+    784-512-256-10 MLP."""
+    if type(value) is np.ndarray:
+        if not value.flags.c_contiguous:
+            return None
+        view = tvm_ffi.from_dlpack(value)
+    elif isinstance(value, torch.Tensor) and value.is_cpu and value.is_contiguous():
+        view = tvm_ffi.from_dlpack(value)
+    else:
+        return None
+    return view if view.data_ptr() % _ALIGNMENT == 0 else None
 
 
 class _InputStage:
@@ -259,8 +272,8 @@ class DualModule:
         try:
             args = [_fast_input(value) for value in inputs]
         except (ValueError, TypeError, RuntimeError, BufferError):
-            args = None
-        if args is not None:
+            args = [None]
+        if None not in args:
             try:
                 return self._main(*args)
             except Exception:
