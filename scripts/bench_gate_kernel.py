@@ -22,7 +22,7 @@ import tvm
 
 from tvm_dual.kernels.dual_dense import DualKernelConfig
 from tvm_dual.kernels.dual_gates import CELLS, GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
-from tvm_dual.target import host_target
+from tvm_dual.target import host_target, vector_bits
 
 
 def main() -> None:
@@ -42,7 +42,10 @@ def main() -> None:
     shape = GateShape(args.cell, 1, H, I, R, fused=True)
     ng, nl, nj = CELLS[args.cell], little_groups(args.cell, True), joint_gates(args.cell)
     configs = [DualKernelConfig(**json.loads(c)) for c in args.configs]
-    kernels = [tvm.compile(tvm.IRModule({"main": make_dual_gates(shape, c)}), target=host_target())["main"] for c in configs]
+    target = host_target()
+    bits = vector_bits(target)
+    kernels = [tvm.compile(tvm.IRModule({"main": make_dual_gates(shape, c, vector_bits=bits)}), target=target)["main"]
+               for c in configs]
 
     rng = np.random.default_rng(0)
     f32 = np.float32
@@ -65,7 +68,7 @@ def main() -> None:
         for chosen in selections:
             lo = np.where(chosen, -np.inf, np.inf).astype(f32)
             packed = pack_gate_constants(np.zeros(nl * H, f32), P, np.full(R, 1e-3, f32), WL, np.full(nl * H, 1e-3, f32),
-                                         np.zeros(nl * H, f32), lo, -lo, H, config.little_block)
+                                         np.zeros(nl * H, f32), lo, -lo, H, config, bits)
             shared = shared or [tensor(a) for a in packed[:6]]  # only the thresholds rotate
             out.append(shared + [tensor(a) for a in packed[6:]])
         return out

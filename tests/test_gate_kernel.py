@@ -12,6 +12,8 @@ from tvm_dual.kernels.dual_gates import GateShape
 CONFIGS = [
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16),
     DualKernelConfig(rows_per_group=2, lanes=8, little_block=32, tasks=3, parallel_projection_min=0, prefetch=True),
+    DualKernelConfig(rows_per_group=8, lanes=8, little_block=32, little_compute="i16"),
+    DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, parallel_projection_min=0, little_compute="i16"),
 ]
 
 
@@ -25,7 +27,7 @@ def _inputs(rng, shape, specials):
     return h, x, addend
 
 
-@settings(max_examples=14)
+@settings(max_examples=16)
 @given(
     cell=st.sampled_from(["lstm", "gru"]),
     fused=st.booleans(),

@@ -63,6 +63,9 @@ KERNELS = {
     "gemv": lambda: make_gemv(GemvShape(2, 70, 33, "tanh")),
     "dual_gates lstm fused": lambda: make_dual_gates(GateShape("lstm", 1, 37, 20, 6, fused=True), DualKernelConfig(little_block=16)),
     "dual_gates gru hoisted": lambda: make_dual_gates(GateShape("gru", 2, 37, 20, 6, fused=False), DualKernelConfig(little_block=32)),
+    "dual_gates gru fused i16": lambda: make_dual_gates(
+        GateShape("gru", 1, 37, 20, 7, fused=True), DualKernelConfig(little_block=16, little_compute="i16")
+    ),
     "conv2d": lambda: make_conv2d(ConvKernelShape(GEOMETRY, "relu", True, True)),
     "dual_conv2d": lambda: make_dual_conv2d(DualConvShape(GEOMETRY, 4, has_residual=True)),
 }

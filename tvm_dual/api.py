@@ -37,7 +37,15 @@ from .sites import (
     linear_pattern,
     match_key,
 )
-from .target import TargetLike, missing_host_features, resolve_target, target_config, target_to_string, vector_bits
+from .target import (
+    TargetLike,
+    default_little_compute,
+    missing_host_features,
+    resolve_target,
+    target_config,
+    target_to_string,
+    vector_bits,
+)
 from .transform.expose_dual_counters import COUNTER_LAYERS_ATTR
 from .transform.pipeline import compile_module, rewrite_passes
 from .transform.recurrent_gate_rewrite import RecurrentGateRewrite
@@ -83,8 +91,7 @@ def default_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
     """Untuned defaults: two vector registers of accumulators per row, four rows per group, and
     the integer little module wherever x86 has a multiply-add of int16 pairs."""
     bits = vector_bits(target)
-    x86 = "x86" in str(target.attrs.get("mtriple") or tvm.target.codegen.llvm_get_system_triple())
-    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * bits // 32), little_compute="i16" if x86 else "f32")
+    return DualKernelConfig(rows_per_group=4, lanes=max(8, 2 * bits // 32), little_compute=default_little_compute(target))
 
 
 def _plan_layers(

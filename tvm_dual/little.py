@@ -140,8 +140,13 @@ class LittleModule:
     def rank(self) -> int:
         return int(self.P.shape[0])
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Little pre-activations for inputs x (S, K), computed as the kernel does, in float32."""
+    def predict(self, x: np.ndarray, little_compute: str = "f32", vector_bits: int = 256) -> np.ndarray:
+        """Little pre-activations for inputs x (S, K), computed as the kernel does (in the kernel's
+        arithmetic mode, DualKernelConfig.little_compute), in float32."""
+        if little_compute != "f32":
+            from .reference import little_values
+
+            return little_values(x, self.P, self.Ps, self.WL, self.WLs, self.bL, little_compute, vector_bits).astype(np.float32)
         x = np.asarray(x, dtype=np.float32)
         z = (x @ self.P.astype(np.float32).T) * self.Ps
         return (z @ self.WL.astype(np.float32).T) * self.WLs + self.bL

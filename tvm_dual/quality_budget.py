@@ -220,12 +220,12 @@ def _cell_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, plan
         if bounds is None:
             pre_x, pre_h = x @ weights.W_ih.T + weights.b_ih, h @ weights.W_hh.T + weights.b_hh
         elif plan.fused:  # the kernel's out_x holds only the GRU's x_n, out_h the rest
-            little = plan.little.predict(np.concatenate([x, h], axis=1))
+            little = plan.little_values(np.concatenate([x, h], axis=1))
             result = gates_reference(weights, True, h, x, None, bounds[0], bounds[1], little)
             pre_x, pre_h = result.out_x, result.out_h
         else:  # hoisted: the little module and the mask cover the h term; the x term is exact
             pre_x = x @ weights.W_ih.T + weights.b_ih
-            little = plan.little.predict(h)
+            little = plan.little_values(h)
             pre_h = gates_reference(weights, False, h, None, pre_x, bounds[0], bounds[1], little).out_h
         if weights.cell == "gru":
             H = weights.hidden
@@ -255,7 +255,8 @@ class _GateLayer(_Layer):
         x = np.concatenate([r[0] for r in self.rows])[keep]
         h = np.concatenate([r[1] for r in self.rows])[keep]
         self.thresholds = [
-            gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r, self.plan.allocation) for r in ratios
+            gate_thresholds(self.weights, self.plan.fused, self.plan.little, x, h, r, self.plan.allocation,
+                            self.plan.kernel.little_compute, self.plan.vector_bits) for r in ratios
         ]
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, step: int):

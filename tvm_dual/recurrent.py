@@ -411,10 +411,15 @@ class RecurrentLayerPlan:
     kernel: DualKernelConfig
     schedule_source: str = "default"  # where the kernel knobs came from (tuning/schedules.lookup)
     allocation: str = "output_error"  # how target_ratio was split over the gates (RecurrentConfig)
+    vector_bits: int = 256  # SIMD width of the target (target.vector_bits), for the "i16" little module
 
     def shape(self) -> GateShape:
         return GateShape(cell=self.cell, batch=self.batch, hidden=self.hidden, input_size=self.input_size,
                          rank=self.little.rank, fused=self.fused)
+
+    def little_values(self, u: np.ndarray) -> np.ndarray:
+        """The little module's values for little-module inputs u, as this layer's kernel computes them."""
+        return self.little.predict(u, self.kernel.little_compute, self.vector_bits)
 
     def metadata(self) -> dict:
         """The layer entry of DualModule metadata (what stats() reads: n rows of k floats)."""

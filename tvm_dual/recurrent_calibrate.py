@@ -24,7 +24,7 @@ from .frontend import ImportedModel
 from .gate_allocation import gate_ratios
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
-from .target import vector_bits
+from .target import default_little_compute, vector_bits
 from .tuning.gate_workload import GateWorkload
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
@@ -98,13 +98,22 @@ def site_weights(site: RecurrentSite) -> GateWeights:
 
 
 def gate_thresholds(
-    weights: GateWeights, fused: bool, little, x: np.ndarray, h: np.ndarray, ratio: float, allocation: str = "output_error"
+    weights: GateWeights,
+    fused: bool,
+    little,
+    x: np.ndarray,
+    h: np.ndarray,
+    ratio: float,
+    allocation: str = "output_error",
+    little_compute: str = "f32",
+    vector_bits: int = 256,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """(lo, hi) per gate row and the insensitive fraction per gate on rows (x, h); the layer's
-    `ratio` is split over the gates by `allocation` (gate_allocation.py)."""
+    `ratio` is split over the gates by `allocation` (gate_allocation.py). Little values are
+    computed in the kernel's arithmetic mode (little_compute, vector_bits)."""
     H = weights.hidden
     u = np.concatenate([x, h], axis=1) if fused else h
-    values = little.predict(u)  # (S, NL*H) float32
+    values = little.predict(u, little_compute, vector_bits)  # (S, NL*H) float32
     gates = GATES[weights.cell]
     joint = len(gates) if weights.cell == "lstm" else 2
     x_term = None if fused else x @ weights.W_ih.T + weights.b_ih  # hoisted: the exact x term of every gate
@@ -137,12 +146,16 @@ def gate_thresholds(
 
 def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
     """Untuned gate-kernel knobs: eight gathered rows with one vector register of accumulators
-    each, 32 units per block. Half the rows exact, rotating selections, Zen 3 (AVX2), 1 / 2 threads:
-    LSTM-750 751 / 307 us with the previous lanes=32 (LLVM reports a 512-bit vector width for
-    znver3, which has no AVX-512, so the accumulators spilled), 622 / 270 us with 16 lanes x 4
-    rows, 467 / 210 us with these; GRU-750 544 / 201, 440 / 173, 362 / 151 us
-    (scripts/bench_gate_kernel.py, docs/RESULTS.md)."""
-    return DualKernelConfig(rows_per_group=8, lanes=max(8, vector_bits(target) // 32), little_block=32)
+    each, 32 units per block, the integer little module on x86. Half the rows exact, rotating
+    selections, Zen 3 (AVX2), 1 / 2 threads: LSTM-750 751 / 307 us with the previous lanes=32
+    (LLVM reports a 512-bit vector width for znver3, which has no AVX-512, so the accumulators
+    spilled), 622 / 270 us with 16 lanes x 4 rows, 467 / 210 us with these; GRU-750 544 / 201,
+    440 / 173, 362 / 151 us (scripts/bench_gate_kernel.py, docs/RESULTS.md). Since the masks are
+    vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU 248 / 121 vs
+    229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us before, 43 us
+    with vectorized masks, 22 us with the integer little module as well."""
+    bits = vector_bits(target)
+    return DualKernelConfig(rows_per_group=8, lanes=max(8, bits // 32), little_block=32, little_compute=default_little_compute(target))
 
 
 def plan_recurrent(
@@ -185,11 +198,13 @@ def plan_recurrent(
         if len(tx) > MAX_THRESHOLD_ROWS:
             keep = np.random.default_rng(1).choice(len(tx), MAX_THRESHOLD_ROWS, replace=False)
             tx, th = tx[keep], th[keep]
-        lo, hi, fractions = gate_thresholds(weights, fused, module, tx, th, ratios[site.key], config.allocation)
+        bits = vector_bits(target)
+        lo, hi, fractions = gate_thresholds(weights, fused, module, tx, th, ratios[site.key], config.allocation,
+                                            kernel.little_compute, bits)
         plan.layers[site.key] = RecurrentLayerPlan(
             name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
             batch=site.batch, little=module, lo=lo, hi=hi, target_ratio=ratios[site.key],
             calibration_ratio=float(np.mean(list(fractions.values()))), gate_ratios=fractions, kernel=kernel,
-            schedule_source=source, allocation=config.allocation,
+            schedule_source=source, allocation=config.allocation, vector_bits=bits,
         )
     return plan

@@ -57,12 +57,6 @@ class GateResult:
     rows_read: int
 
 
-def little_values(u: np.ndarray, P, Ps, WL, WLs, bL) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = (u.astype(np.float64) @ P.astype(np.float64).T) * Ps
-        return (z @ WL.astype(np.float64).T) * WLs + bL
-
-
 def gates_reference(
     weights: GateWeights,
     fused: bool,

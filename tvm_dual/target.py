@@ -133,3 +133,10 @@ def vector_bits(target: Target) -> int:
     if "avx2" in features:
         return 256
     return 128
+
+
+def default_little_compute(target: Target) -> str:
+    """The little module's arithmetic where nothing was tuned: integer ("i16", vpmaddwd) wherever
+    x86 multiplies int16 pairs, else float32 (kernels/little_module.py)."""
+    triple = str(target.attrs.get("mtriple") or codegen.llvm_get_system_triple())
+    return "i16" if "x86" in triple else "f32"

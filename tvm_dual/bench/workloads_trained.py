@@ -27,13 +27,11 @@ def ptb_step(model: str = "lstm-750", timing_tokens: int = 64, quality_tokens: i
     corpus = ptb.load_corpus()
     step = ptb.step_workload(model, layer=True, calibration_tokens=calibration_tokens,
                              validation_tokens=validation_tokens, corpus=corpus)
-    # the states a stream really reaches, one token at a time, from the validation text
-    timing = [tuple(t.numpy() for t in inputs)
-              for inputs in ptb.stream_inputs(lm, corpus.valid[: timing_tokens + 1], chunk=1, layer=True)][:timing_tokens]
+    ids = corpus.valid[validation_tokens : validation_tokens + quality_tokens + 1]  # not used for thresholds
+    timing = ptb.spread_step_inputs(lm, ids, timing_tokens)
     embed = lm.embed.weight.detach().numpy().astype(np.float32)
     decoder_w = lm.decoder.weight.detach().numpy().astype(np.float32)
     decoder_b = lm.decoder.bias.detach().numpy().astype(np.float64)
-    ids = corpus.valid[validation_tokens : validation_tokens + quality_tokens + 1]  # not used for thresholds
     config = lm.config
 
     def perplexity(predict) -> float:
@@ -62,7 +60,8 @@ def ptb_step(model: str = "lstm-750", timing_tokens: int = 64, quality_tokens: i
         quality=perplexity,
         quality_name=f"PTB validation perplexity ({quality_tokens} tokens, batch 1)",
         notes=[f"calibration: {calibration_tokens} training tokens; thresholds on {validation_tokens} validation "
-               f"tokens; quality on the {quality_tokens} validation tokens after those"],
+               f"tokens; quality on the {quality_tokens} validation tokens after those; timing on {timing_tokens} steps "
+               f"spread evenly over those {quality_tokens} tokens"],
     )
 
 

@@ -45,7 +45,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .little_module import LITTLE_COMPUTE, make_i16_stages, padded_k
+from .little_module import LITTLE_COMPUTE, little_value, make_i16_stages, padded_k
 from .row_dot import check_group, make_row_group_dot, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
@@ -151,7 +151,10 @@ def dual_dense_template(
         acc2 = T.alloc_buffer((NB,), "float32")
         for b in range(B):
             if i16:
-                little_i16(WLB, WLs, bL, zq, zs, bad, yl, nb, b, RH)
+                acc_q = T.alloc_buffer((NB,), "int32")
+                little_i16(WLB, zq, acc_q, nb, 0, b, RH)
+                for v in T.vectorized(NB):
+                    yl[b, c0 + v] = little_value(acc_q[v], zs[b], bad[b], WLs[c0 + v], bL[c0 + v])
             else:
                 for v in T.vectorized(NB):
                     acc2[v] = T.float32(0)

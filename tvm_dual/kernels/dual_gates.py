@@ -10,7 +10,8 @@ PyTorch exported it:
 
 Work is split in blocks of NB hidden units; a block owns every gate row of its units, so the GRU's
 n gate can use its own units' final r without a second parallel region. Per block:
-  1. little values of all gate rows of the block (int8 weights, one shared projection z = P u),
+  1. little values of all gate rows of the block (int8 weights, one shared projection z = P u;
+     float32 or integer arithmetic, DualKernelConfig.little_compute, kernels/little_module.py),
   2. per gate g, sensitive rows: lo[g] <= v <= hi[g] (or v not finite), where v is the little
      value (+ the exact x term in hoisted mode); a row is read if any sample needs it,
   3. exact rows, gathered, as in dual_dense,
@@ -44,6 +45,7 @@ from tvm.script import tirx as T
 
 from .activations import fast_sigmoid
 from .dual_dense import MAX_KERNEL_BATCH, DualKernelConfig, ceil_div, sensitive
+from .little_module import little_value, make_i16_stages, padded_k
 from .row_dot import make_row_group_dot, specialize
 
 CELLS = {"lstm": 4, "gru": 3}  # gates per cell
@@ -100,7 +102,7 @@ class GateShape:
 
 
 @functools.lru_cache(maxsize=None)
-def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug: bool) -> tirx.PrimFunc:
+def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug: bool, vector_bits: int = 256) -> tirx.PrimFunc:
     """The kernel over symbolic shapes; make_dual_gates specializes it."""
     G, L, NB = config.rows_per_group, config.lanes, config.little_block
     proj_min, tasks = config.parallel_projection_min, config.tasks
@@ -108,6 +110,14 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     NL = little_groups(cell, fused)
     NJ = joint_gates(cell)
     gru = cell == "gru"
+    i16 = config.little_compute == "i16"
+    CH = 1
+    if i16:
+        # a block's NL * NB little columns are accumulated CH at a time: with more than 64 int32
+        # accumulators (8 AVX2 registers) LLVM spilled and shuffled them on every rank pair
+        CH = NB * max(k for k in range(1, NL + 1) if NL % k == 0 and NB * k <= 64)
+        quantize_rows, project_i16, little_i16 = make_i16_stages(G, CH, vector_bits)
+        _, project_i16_1, _ = make_i16_stages(1, CH, vector_bits)
     exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
@@ -146,21 +156,44 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         return addend_value(addend, b, 2, j, H) + r_gate * yl[b, 2 * HP + j]
 
     @T.macro
-    def block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx, slot,
-              blk_count, little_out, nb, B, H, I, KJ, R, HP):
+    def write_outputs(out_h, out_x, yl, b, g, j, H, HP):
+        if gru and fused and g == 2:
+            out_h[b, g * H + j] = yl[b, 3 * HP + j]
+            out_x[b, g * H + j] = yl[b, 2 * HP + j]
+        else:
+            out_h[b, g * H + j] = yl[b, g * HP + j]
+            if fused:
+                out_x[b, g * H + j] = T.float32(0)
+
+    @T.macro
+    def block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
+              slot, blk_count, little_out, nb, B, H, I, KJ, R, HP, RH):
         c0: T.let = nb * NB
         base: T.let = nb * (NG * NB)
         # 1. little values of every row group of the block, NL * NB accumulators
         acc2 = T.alloc_buffer((NL * NB,), "float32")
+        acc2q = T.alloc_buffer((NL * NB,), "int32")
+        chunk_q = T.alloc_buffer((CH if i16 else 1,), "int32")
         for b in range(B):
-            for v in T.vectorized(NL * NB):
-                acc2[v] = T.float32(0)
-            for r in range(R):
+            if i16:
+                for part in range(NL * NB // CH):
+                    little_i16(WLB, zq, chunk_q, nb, part * CH, b, RH)
+                    for v in T.vectorized(CH):
+                        acc2q[part * CH + v] = chunk_q[v]
+                for l in T.unroll(NL):
+                    for v in T.vectorized(NB):
+                        yl[b, l * HP + c0 + v] = little_value(
+                            acc2q[l * NB + v], zs[b], bad[b], WLs[l * HP + c0 + v], bL[l * HP + c0 + v]
+                        )
+            else:
                 for v in T.vectorized(NL * NB):
-                    acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
-            for l in T.unroll(NL):
-                for v in T.vectorized(NB):
-                    yl[b, l * HP + c0 + v] = acc2[l * NB + v] * WLs[l * HP + c0 + v] + bL[l * HP + c0 + v]
+                    acc2[v] = T.float32(0)
+                for r in range(R):
+                    for v in T.vectorized(NL * NB):
+                        acc2[v] = acc2[v] + T.Cast("float32", WLB[nb, r, v]) * z[b, r]
+                for l in T.unroll(NL):
+                    for v in T.vectorized(NB):
+                        yl[b, l * HP + c0 + v] = acc2[l * NB + v] * WLs[l * HP + c0 + v] + bL[l * HP + c0 + v]
             if debug:
                 for l in range(NL):
                     for v in range(NB):
@@ -169,13 +202,16 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         cnt = T.alloc_buffer((1,), "int32")
         hit = T.alloc_buffer((1,), "int32")
         cnt[0] = 0
+        for b in range(B):
+            for g in range(NJ):
+                for v in T.vectorized(NB):
+                    sens[b, g * HP + c0 + v] = T.Cast(
+                        "int8", sensitive(decision_value(yl, addend, b, g, c0 + v, HP, H), lo[g * HP + c0 + v], hi[g * HP + c0 + v])
+                    )
         for g in range(NJ):
             for v in range(NB):
                 hit[0] = 0
                 for b in range(B):
-                    sens[b, g * HP + c0 + v] = T.Cast(
-                        "int8", sensitive(decision_value(yl, addend, b, g, c0 + v, HP, H), lo[g * HP + c0 + v], hi[g * HP + c0 + v])
-                    )
                     hit[0] = T.max(hit[0], T.Cast("int32", sens[b, g * HP + c0 + v]))
                 idx[base + cnt[0]] = g * H + T.min(c0 + v, H - 1)
                 slot[base + cnt[0]] = g * HP + c0 + v
@@ -189,12 +225,15 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         if gru:
             # 3. GRU n gate: decided on x_n + r * h_n with this block's final r
             base2: T.let = base + NJ * NB
+            for b in range(B):
+                for v in T.vectorized(NB):
+                    sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
+                if fused:
+                    for v in T.vectorized(NB):
+                        sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
             for v in range(NB):
                 hit2[0] = 0
                 for b in range(B):
-                    sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
-                    if fused:
-                        sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
                     hit2[0] = T.max(hit2[0], T.Cast("int32", sens[b, 2 * HP + c0 + v]))
                 if fused:
                     idx[base2 + cnt2[0]] = T.min(c0 + v, H - 1)
@@ -211,20 +250,18 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
         # 4. outputs (out_h + out_x = pre-activations; GRU n: out_x = x_n, out_h = h_n)
         for b in range(B):
-            for g in range(NG):
-                for v in range(T.min(NB, H - c0)):
-                    if gru and fused and g == 2:
-                        out_h[b, g * H + c0 + v] = yl[b, 3 * HP + c0 + v]
-                        out_x[b, g * H + c0 + v] = yl[b, 2 * HP + c0 + v]
-                    else:
-                        out_h[b, g * H + c0 + v] = yl[b, g * HP + c0 + v]
-                        if fused:
-                            out_x[b, g * H + c0 + v] = T.float32(0)
+            for g in T.unroll(NG):
+                if c0 + NB <= H:
+                    for v in T.vectorized(NB):
+                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
+                else:
+                    for v in range(H - c0):
+                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
         blk_count[nb] = cnt[0] + cnt2[0]
 
     @T.macro
     def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-             B, H, I, KJ, R, NBT, HP):
+             B, H, I, KJ, R, NBT, HP, KP, RH):
         xin = T.alloc_buffer((B, KJ), "float32")
         z = T.alloc_buffer((B, R), "float32")
         yl = T.alloc_buffer((B, NL * HP), "float32")
@@ -232,6 +269,11 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         idx = T.alloc_buffer((NBT * NG * NB,), "int32")
         slot = T.alloc_buffer((NBT * NG * NB,), "int32")
         blk_count = T.alloc_buffer((NBT,), "int32")
+        xq = T.alloc_buffer((B, KP) if i16 else (1, 1), "int16")  # "i16" mode state
+        zq = T.alloc_buffer((B, 2 * RH) if i16 else (1, 1), "int16")
+        xs = T.alloc_buffer((B,), "float32")
+        zs = T.alloc_buffer((B,), "float32")
+        bad = T.alloc_buffer((B,), "int32")
         if fused:
             for b in range(B):
                 for k in range(I):
@@ -243,34 +285,52 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 for k in range(H):
                     xin[b, k] = h[b, k]
         # projection z = Ps * (P u), in parallel only when it pays for a parallel region
-        if B * R * KJ >= proj_min:
-            for rg in T.parallel(R // G):
-                acc = T.alloc_buffer((G * L,), "float32")
-                for b in range(B):
-                    proj_dot(acc, P, 0, rg * G, rg * G, xin, b, KJ)
-                    for g in T.unroll(G):
-                        z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
-        else:
-            for rg in range(R // G):
-                acc_s = T.alloc_buffer((G * L,), "float32")
-                for b in range(B):
-                    proj_dot(acc_s, P, 0, rg * G, rg * G, xin, b, KJ)
-                    for g in T.unroll(G):
-                        z[b, rg * G + g] = acc_s[g * L] * Ps[rg * G + g]
-        acc1 = T.alloc_buffer((L,), "float32")
-        for rt in range(R % G):
+        if i16:
             for b in range(B):
-                proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, xin, b, KJ)
-                z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
+                bad[b] = 0
+                quantize_rows(xin, xq, xs, bad, b, KJ, KP)
+            if B * R * KJ >= proj_min:
+                for rg in T.parallel(R // G):
+                    for b in range(B):
+                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
+            else:
+                for rg in range(R // G):
+                    for b in range(B):
+                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
+            for rt in range(R % G):
+                for b in range(B):
+                    project_i16_1(P, Ps, xq, xs, z, R // G * G + rt, b, KP)
+            for b in range(B):
+                quantize_rows(z, zq, zs, bad, b, R, 2 * RH)
+        else:
+            if B * R * KJ >= proj_min:
+                for rg in T.parallel(R // G):
+                    acc = T.alloc_buffer((G * L,), "float32")
+                    for b in range(B):
+                        proj_dot(acc, P, 0, rg * G, rg * G, xin, b, KJ)
+                        for g in T.unroll(G):
+                            z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
+            else:
+                for rg in range(R // G):
+                    acc_s = T.alloc_buffer((G * L,), "float32")
+                    for b in range(B):
+                        proj_dot(acc_s, P, 0, rg * G, rg * G, xin, b, KJ)
+                        for g in T.unroll(G):
+                            z[b, rg * G + g] = acc_s[g * L] * Ps[rg * G + g]
+            acc1 = T.alloc_buffer((L,), "float32")
+            for rt in range(R % G):
+                for b in range(B):
+                    proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, xin, b, KJ)
+                    z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
         if tasks == 0:
             for nb in T.parallel(NBT):
-                block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx, slot,
-                      blk_count, little_out, nb, B, H, I, KJ, R, HP)
+                block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
+                      idx, slot, blk_count, little_out, nb, B, H, I, KJ, R, HP, RH)
         else:
             for task in T.parallel(tasks):
                 for i in range((NBT + tasks - 1 - task) // tasks):
-                    block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, yl, sens, idx,
-                          slot, blk_count, little_out, task + i * tasks, B, H, I, KJ, R, HP)
+                    block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
+                          sens, idx, slot, blk_count, little_out, task + i * tasks, B, H, I, KJ, R, HP, RH)
         count[0] = 0
         for nb in range(NBT):
             count[0] = count[0] + blk_count[nb]
@@ -292,6 +352,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             KJ = T.int32()
             R = T.int32()
             NBT = T.int32()
+            KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
+            RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NL*NB, 2)); unused in "f32" mode
             NW = T.int32()
             NLP = T.int32()
             NDB = T.int32()
@@ -303,9 +365,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             Wnx = T.match_buffer(Wnx_h, (H, I), "float32")
             Wnh = T.match_buffer(Wnh_h, (H, H), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
-            P = T.match_buffer(P_h, (R, KJ), "int8")
+            P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
-            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLB = T.match_buffer(WLB_h, (NBT, RH, NL * NB, 2) if i16 else (NBT, R, NL * NB), "int8")
             WLs = T.match_buffer(WLs_h, (NLP,), "float32")
             bL = T.match_buffer(bL_h, (NLP,), "float32")
             lo = T.match_buffer(lo_h, (NLP,), "float32")
@@ -316,7 +378,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(x, h, x, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-                 B, H, I, KJ, R, NBT, NBT * NB)
+                 B, H, I, KJ, R, NBT, NBT * NB, KP, RH)
 
     elif fused:
 
@@ -331,6 +393,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             KJ = T.int32()
             R = T.int32()
             NBT = T.int32()
+            KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
+            RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NL*NB, 2)); unused in "f32" mode
             NW = T.int32()
             NLP = T.int32()
             NDB = T.int32()
@@ -339,9 +403,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             h = T.match_buffer(h_h, (B, H), "float32")
             Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
-            P = T.match_buffer(P_h, (R, KJ), "int8")
+            P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
-            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLB = T.match_buffer(WLB_h, (NBT, RH, NL * NB, 2) if i16 else (NBT, R, NL * NB), "int8")
             WLs = T.match_buffer(WLs_h, (NLP,), "float32")
             bL = T.match_buffer(bL_h, (NLP,), "float32")
             lo = T.match_buffer(lo_h, (NLP,), "float32")
@@ -352,7 +416,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(x, h, x, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-                 B, H, I, KJ, R, NBT, NBT * NB)
+                 B, H, I, KJ, R, NBT, NBT * NB, KP, RH)
 
     else:
 
@@ -366,6 +430,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             KJ = T.int32()
             R = T.int32()
             NBT = T.int32()
+            KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
+            RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NL*NB, 2)); unused in "f32" mode
             NW = T.int32()
             NLP = T.int32()
             NDB = T.int32()
@@ -374,9 +440,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             addend = T.match_buffer(add_h, (B, NW), "float32")
             Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
-            P = T.match_buffer(P_h, (R, KJ), "int8")
+            P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
-            WLB = T.match_buffer(WLB_h, (NBT, R, NL * NB), "int8")
+            WLB = T.match_buffer(WLB_h, (NBT, RH, NL * NB, 2) if i16 else (NBT, R, NL * NB), "int8")
             WLs = T.match_buffer(WLs_h, (NLP,), "float32")
             bL = T.match_buffer(bL_h, (NLP,), "float32")
             lo = T.match_buffer(lo_h, (NLP,), "float32")
@@ -386,7 +452,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(h, h, addend, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
-                 B, H, KJ, KJ, R, NBT, NBT * NB)
+                 B, H, KJ, KJ, R, NBT, NBT * NB, KP, RH)
 
     if debug:
         return kernel
@@ -394,7 +460,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     return tirx.PrimFunc(list(kernel.params[:-2]), kernel.body, kernel.ret_type, kernel.attrs)
 
 
-def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False) -> tirx.PrimFunc:
+def make_dual_gates(
+    shape: GateShape, config: DualKernelConfig = DualKernelConfig(), debug: bool = False, vector_bits: int = 256
+) -> tirx.PrimFunc:
     """The gate kernel for one shape. Arguments in order:
 
     fused:   x (B, I), h (B, H), Wj, [GRU: Wnx (H, I), Wnh (H, H)], then pack_gate_constants' vectors;
@@ -402,6 +470,7 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
     hoisted: h (B, H), addend (B, NG*H), Wj, then the constants; outputs out_h, count.
     Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted).
     With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout.
+    vector_bits is the target's SIMD width (target.vector_bits), used by the "i16" little module.
     """
     if config.little_block > 32:
         raise ValueError("the gate kernel keeps little_groups x little_block accumulators; use little_block <= 32")
@@ -412,7 +481,10 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
     HP = nbt * NB
     f32 = "float32"
     KJ = shape.projected
-    consts = [((NL * HP,), f32), ((R, KJ), "int8"), ((R,), f32), ((nbt, R, NL * NB), "int8"),
+    i16 = config.little_compute == "i16"
+    kp = padded_k(KJ, vector_bits) if i16 else KJ
+    wlb = (nbt, ceil_div(R, 2), NL * NB, 2) if i16 else (nbt, R, NL * NB)
+    consts = [((NL * HP,), f32), ((R, kp), "int8"), ((R,), f32), (wlb, "int8"),
               ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32)]
     # lo/hi are per gate (NG * HP) but share the NL * HP layout (the GRU's n_h slot is unused)
     if shape.fused:
@@ -423,7 +495,8 @@ def make_dual_gates(shape: GateShape, config: DualKernelConfig = DualKernelConfi
         shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, KJ), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
     if debug:
         shapes += [((B, NL * HP), f32), ((B, NL * HP), "int8")]
-    func = specialize(dual_gates_template(shape.cell, shape.fused, config, debug), shapes, shape.name + ("_debug" if debug else ""))
+    template = dual_gates_template(shape.cell, shape.fused, config, debug, vector_bits if i16 else 256)
+    func = specialize(template, shapes, shape.name + ("_debug" if debug else ""))
     return func
 
 
@@ -460,11 +533,14 @@ def pack_gate_constants(
     lo: np.ndarray,
     hi: np.ndarray,
     hidden: int,
-    little_block: int,
+    config: DualKernelConfig,
+    vector_bits: int = 256,
 ) -> list[np.ndarray]:
     """Constants in kernel order and layout. bias, WL (rows), WLs, bL: (NL*H,) in little row-group
-    order; lo, hi: (NG*H,) per gate. Padded units get an empty sensitive range."""
-    H, NB = hidden, little_block
+    order; lo, hi: (NG*H,) per gate. Padded units get an empty sensitive range. In "i16" mode the
+    little weights are blocks of rank pairs (NBT, ceil(R/2), NL*NB, 2) and P's rows are
+    zero-padded to whole int16 vectors."""
+    H, NB = hidden, config.little_block
     nl = WL.shape[0] // H
     ng = lo.shape[0] // H
     nbt = ceil_div(H, NB)
@@ -476,9 +552,16 @@ def pack_gate_constants(
         out[:groups, :H] = np.asarray(v, dtype=np.float32).reshape(groups, H)
         return out.reshape(-1)
 
-    wl = np.zeros((nl, hp, r), dtype=WL.dtype)
-    wl[:, :H] = WL.reshape(nl, H, r)
-    blocks = wl.reshape(nl, nbt, NB, r).transpose(1, 3, 0, 2).reshape(nbt, r, nl * NB)
+    if config.little_compute == "i16":
+        rh = ceil_div(r, 2)
+        wl = np.zeros((nl, hp, 2 * rh), dtype=WL.dtype)
+        wl[:, :H, :r] = WL.reshape(nl, H, r)
+        blocks = wl.reshape(nl, nbt, NB, rh, 2).transpose(1, 3, 0, 2, 4).reshape(nbt, rh, nl * NB, 2)
+        P = np.pad(P, ((0, 0), (0, padded_k(P.shape[1], vector_bits) - P.shape[1])))
+    else:
+        wl = np.zeros((nl, hp, r), dtype=WL.dtype)
+        wl[:, :H] = WL.reshape(nl, H, r)
+        blocks = wl.reshape(nl, nbt, NB, r).transpose(1, 3, 0, 2).reshape(nbt, r, nl * NB)
     arrays = [pad(bias, nl, 0), P, Ps, blocks, pad(WLs, nl, 0), pad(bL, nl, 0), pad(lo, ng, np.inf), pad(hi, ng, -np.inf)]
     return [np.ascontiguousarray(a) for a in arrays]
 

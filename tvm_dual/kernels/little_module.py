@@ -44,7 +44,8 @@ def qmax_for(length) -> "T.PrimExpr":
 
 
 def make_i16_stages(group: int, little_block: int, vector_bits: int):
-    """Macros of the "i16" mode: quantize(x), project(rows), quantize(z), little_block."""
+    """Macros of the "i16" mode: quantize(x), project(rows), quantize(z), and the int32 accumulators
+    of a block of `little_block` little-weight columns (finish them with little_value)."""
     G, NB = group, little_block
     intrinsic, VL = PMADD_WD[vector_bits]
     i8v, i16v, i32v = f"int8x{2 * VL}", f"int16x{2 * VL}", f"int32x{VL}"
@@ -93,9 +94,9 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
             z[b, rg * G + g] = T.Cast("float32", total[0]) * (Ps[rg * G + g] * xs[b])
 
     @T.macro
-    def little_block(WLB, WLs, bL, zq, zs, bad, yl, nb, b, RH):
-        """yl[b, nb*NB + v] for the block's NB columns; WLB[nb, p, v, j] = WL[nb*NB + v, 2p + j]."""
-        acc = T.alloc_buffer((NB,), "int32")
+    def little_accumulate(WLB, zq, acc, nb, col0, b, RH):
+        """acc[v] = sum_r WL[column col0 + v of block nb, r] zq[b, r] (int32) for NB columns,
+        WLB[nb, p, v, j] = WL[column v, 2p + j]."""
         for v in T.vectorized(NB):
             acc[v] = 0
         for p in range(RH):
@@ -106,13 +107,12 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
             )
             for c in T.unroll(NB // VL):
                 acc[T.ramp(c * VL, 1, VL)] = acc[T.ramp(c * VL, 1, VL)] + pmadd(
-                    WLB.vload([nb, p, c * VL, 0], i8v), T.reinterpret(i16v, T.broadcast(pair, VL))
+                    WLB.vload([nb, p, col0 + c * VL, 0], i8v), T.reinterpret(i16v, T.broadcast(pair, VL))
                 )
-        for v in T.vectorized(NB):
-            yl[b, nb * NB + v] = T.if_then_else(
-                bad[b] != 0,
-                T.float32("nan"),
-                T.Cast("float32", acc[v]) * (zs[b] * WLs[nb * NB + v]) + bL[nb * NB + v],
-            )
 
-    return quantize_rows, project_group, little_block
+    return quantize_rows, project_group, little_accumulate
+
+
+def little_value(acc, zs, bad, WLs, bL):
+    """A little pre-activation from its int32 accumulator: NaN for a sample with a non-finite input."""
+    return T.if_then_else(bad != 0, T.float32("nan"), T.Cast("float32", acc) * (zs * WLs) + bL)

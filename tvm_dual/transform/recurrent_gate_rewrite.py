@@ -56,7 +56,7 @@ class RecurrentGateRewrite:
                 shape = layer.shape()
                 symbol = gate_kernel_symbol(layer.name, shape)
                 if symbol not in kernels:
-                    prim = make_dual_gates(shape, layer.kernel).with_attr("global_symbol", symbol)
+                    prim = make_dual_gates(shape, layer.kernel, vector_bits=layer.vector_bits).with_attr("global_symbol", symbol)
                     kernels[symbol] = builder.add_func(prim.with_attr(LAYER_ATTR, layer.name), symbol)
                 constants = _layer_constants(layer, site.weights)
                 for step in site.steps:
@@ -73,7 +73,7 @@ def _layer_constants(layer: RecurrentLayerPlan, weights) -> list[relax.Expr]:
     little = layer.little
     vectors = pack_gate_constants(
         gate_kernel_bias(layer.shape(), b_ih, b_hh), little.P, little.Ps, little.WL, little.WLs, little.bL, layer.lo, layer.hi,
-        layer.hidden, layer.kernel.little_block,
+        layer.hidden, layer.kernel, layer.vector_bits,
     )
     return [relax.const(a) for a in gate_kernel_weights(layer.shape(), W_ih, W_hh) + vectors]
 

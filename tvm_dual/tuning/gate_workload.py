@@ -23,12 +23,12 @@ from ..kernels.dual_gates import (
     pack_gate_constants,
 )
 from ..little import LittleModule
-from ..reference_gates import GateWeights, gates_reference, little_values
+from ..reference import little_values
+from ..reference_gates import GateWeights, gates_reference
 from .space import KNOB_VALUES, ShapeFeatures, config_space
 
-# The gate kernel keeps little_groups x little_block accumulators (little_block <= 32) and computes
-# its little module in float32 only.
-GATE_KNOB_VALUES = {**KNOB_VALUES, "little_block": (16, 32), "little_compute": ("f32",)}
+# The gate kernel keeps little_groups x little_block accumulators (little_block <= 32).
+GATE_KNOB_VALUES = {**KNOB_VALUES, "little_block": (16, 32)}
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ class GateWorkload:
     def shape_features(self) -> ShapeFeatures:
         return ShapeFeatures(self.batch, self.rows, self.shape.projected, self.rank, 1.0 - self.ratio)
 
-    def primfunc(self, config: DualKernelConfig, vector_bits: int):  # noqa: ARG002 (same signature as DualWorkload)
-        return make_dual_gates(self.shape, config)
+    def primfunc(self, config: DualKernelConfig, vector_bits: int):
+        return make_dual_gates(self.shape, config, vector_bits=vector_bits)
 
     def default_config(self, target) -> DualKernelConfig:
         """The knobs compile_dual uses when this shape was never tuned."""
@@ -80,7 +80,7 @@ class GateWorkload:
 
         return default_gate_kernel_config(target)
 
-    def _problem(self, seed: int):
+    def _problem(self, seed: int, config: DualKernelConfig, vector_bits: int):
         from ..recurrent_calibrate import gate_thresholds  # imports the compiler; keep worker start-up light
 
         rng = np.random.default_rng(seed)
@@ -105,22 +105,23 @@ class GateWorkload:
         )
         states = np.tanh(rng.standard_normal((64 + B, H))).astype(f32)
         inputs = rng.standard_normal((64 + B, I)).astype(f32)
-        lo, hi, _ = gate_thresholds(weights, self.fused, little, inputs[:64], states[:64], self.ratio)
+        lo, hi, _ = gate_thresholds(weights, self.fused, little, inputs[:64], states[:64], self.ratio,
+                                    little_compute=config.little_compute, vector_bits=vector_bits)
         return weights, little, inputs[64:], states[64:], lo, hi
 
-    def arguments(self, config: DualKernelConfig, vector_bits: int, seed: int = 0) -> tuple[list[np.ndarray], dict]:  # noqa: ARG002
+    def arguments(self, config: DualKernelConfig, vector_bits: int, seed: int = 0) -> tuple[list[np.ndarray], dict]:
         """Kernel arguments (inputs, weights, constants and zeroed outputs) and the reference result."""
-        weights, little, x, h, lo, hi = self._problem(seed)
+        weights, little, x, h, lo, hi = self._problem(seed, config, vector_bits)
         H, B, f32 = self.hidden, self.batch, np.float32
         ng = CELLS[self.cell]
         addend = None if self.fused else (x @ weights.W_ih.T + weights.b_ih).astype(f32)
         inputs = [x, h] if self.fused else [h, addend]
         kernel_weights = gate_kernel_weights(self.shape, weights.W_ih, weights.W_hh)
         bias = gate_kernel_bias(self.shape, weights.b_ih, weights.b_hh)
-        consts = pack_gate_constants(bias, little.P, little.Ps, little.WL, little.WLs, little.bL, lo, hi, H, config.little_block)
+        consts = pack_gate_constants(bias, little.P, little.Ps, little.WL, little.WLs, little.bL, lo, hi, H, config, vector_bits)
         outputs = [np.zeros((B, ng * H), f32), np.zeros(1, np.int32)] + ([np.zeros((B, ng * H), f32)] if self.fused else [])
         u = np.concatenate([x, h], axis=1) if self.fused else h
-        lit = little_values(u, little.P, little.Ps, little.WL, little.WLs, little.bL)
+        lit = little_values(u, little.P, little.Ps, little.WL, little.WLs, little.bL, config.little_compute, vector_bits)
         ref = gates_reference(weights, self.fused, h, x, addend, lo, hi, lit)
         expected = {"y": ref.out_h + ref.out_x, "rows": ref.rows_read}
         return [*inputs, *kernel_weights, *consts, *outputs], expected
