@@ -11,7 +11,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
-from ..kernels.gemv import GemvShape, make_gemv
+from ..kernels.gemv import GemvConfig, GemvShape, make_gemv
 from ..sites import DUAL_ACTIVATIONS, WeightKeys, activation_pattern, constant_array, linear_pattern, static_shape
 
 # Beyond this many rows of x, W is better streamed by a blocked GEMM than row by row.
@@ -20,7 +20,11 @@ MAX_GEMV_BATCH = 64
 
 @tvm.transform.module_pass(opt_level=0, name="DenseGemvRewrite")
 class DenseGemvRewrite:
-    """Replace act(matmul(x, W^T) + b) and matmul(x, W^T) + b with constant W by the GEMV kernel."""
+    """Replace act(matmul(x, W^T) + b) and matmul(x, W^T) + b with constant W by the GEMV kernel;
+    its rows keep one vector register of accumulators each (vector_bits: the target's SIMD width)."""
+
+    def __init__(self, vector_bits: int = 256) -> None:
+        self.config = GemvConfig(lanes=max(8, vector_bits // 32))
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         builder = relax.BlockBuilder(mod)
@@ -41,7 +45,7 @@ class DenseGemvRewrite:
                 return None
             shape = GemvShape(batch=batch, n=n, k=k, act=act, has_bias=has_bias)
             if shape.name not in kernels:
-                kernels[shape.name] = builder.add_func(make_gemv(shape), shape.name)
+                kernels[shape.name] = builder.add_func(make_gemv(shape, self.config), shape.name)
             args = [x if len(x_shape) == 2 else relax.op.reshape(x, (batch, k)), matches[pat.weight]]
             if has_bias:
                 bias = matches[pat.bias]

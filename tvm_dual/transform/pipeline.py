@@ -34,7 +34,7 @@ def rewrite_passes(
     if conv_plan is not None and len(conv_plan):
         passes.append(DualConvRewrite(conv_plan))
     if gemv_template:
-        passes.append(DenseGemvRewrite())
+        passes.append(DenseGemvRewrite(plan.vector_bits if plan is not None else 256))
     passes.append(DenseConvRewrite())
     if report_counters:
         passes.append(ExposeDualCounters())
