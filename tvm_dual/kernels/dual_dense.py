@@ -122,8 +122,7 @@ def dual_dense_template(
     if i16:
         if ldt != "int8":
             raise ValueError("little_compute='i16' needs int8 little weights")
-        quantize_rows, project_i16, little_i16 = make_i16_stages(G, NB, vector_bits)
-        _, project_i16_1, _ = make_i16_stages(1, NB, vector_bits)
+        project_i16, little_i16 = make_i16_stages(G, NB, vector_bits, proj_min)
     exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
@@ -218,22 +217,7 @@ def dual_dense_template(
         bad = T.alloc_buffer((B,), "int32")
         # 1. projection: in parallel only when it is big enough to pay for a parallel region
         if i16:
-            for b in range(B):
-                bad[b] = 0
-                quantize_rows(x, xq, xs, bad, b, K, KP)
-            if B * R * K >= proj_min:
-                for rg in T.parallel(R // G):
-                    for b in range(B):
-                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
-            else:
-                for rg in range(R // G):
-                    for b in range(B):
-                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
-            for rt in range(R % G):
-                for b in range(B):
-                    project_i16_1(P, Ps, xq, xs, z, R // G * G + rt, b, KP)
-            for b in range(B):
-                quantize_rows(z, zq, zs, bad, b, R, 2 * RH)
+            project_i16(x, xq, xs, z, zq, zs, bad, P, Ps, B, K, KP, R, RH)
         else:
             if B * R * K >= proj_min:
                 for rg in T.parallel(R // G):

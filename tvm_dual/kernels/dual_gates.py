@@ -116,8 +116,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         # a block's NL * NB little columns are accumulated CH at a time: with more than 64 int32
         # accumulators (8 AVX2 registers) LLVM spilled and shuffled them on every rank pair
         CH = NB * max(k for k in range(1, NL + 1) if NL % k == 0 and NB * k <= 64)
-        quantize_rows, project_i16, little_i16 = make_i16_stages(G, CH, vector_bits)
-        _, project_i16_1, _ = make_i16_stages(1, CH, vector_bits)
+        project_i16, little_i16 = make_i16_stages(G, CH, vector_bits, proj_min)
     exact_dot = make_row_group_dot(G, L, gathered=True, prefetch=config.prefetch)
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
@@ -286,22 +285,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                     xin[b, k] = h[b, k]
         # projection z = Ps * (P u), in parallel only when it pays for a parallel region
         if i16:
-            for b in range(B):
-                bad[b] = 0
-                quantize_rows(xin, xq, xs, bad, b, KJ, KP)
-            if B * R * KJ >= proj_min:
-                for rg in T.parallel(R // G):
-                    for b in range(B):
-                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
-            else:
-                for rg in range(R // G):
-                    for b in range(B):
-                        project_i16(P, Ps, xq, xs, z, rg, b, KP)
-            for rt in range(R % G):
-                for b in range(B):
-                    project_i16_1(P, Ps, xq, xs, z, R // G * G + rt, b, KP)
-            for b in range(B):
-                quantize_rows(z, zq, zs, bad, b, R, 2 * RH)
+            project_i16(xin, xq, xs, z, zq, zs, bad, P, Ps, B, KJ, KP, R, RH)
         else:
             if B * R * KJ >= proj_min:
                 for rg in T.parallel(R // G):

@@ -43,9 +43,11 @@ def qmax_for(length) -> "T.PrimExpr":
     return T.min(T.int64(QMAX), T.int64(2**31 - 1) // (T.int64(127) * T.Cast("int64", length)))
 
 
-def make_i16_stages(group: int, little_block: int, vector_bits: int):
-    """Macros of the "i16" mode: quantize(x), project(rows), quantize(z), and the int32 accumulators
-    of a block of `little_block` little-weight columns (finish them with little_value)."""
+def make_i16_stages(group: int, little_block: int, vector_bits: int, parallel_min: int):
+    """Macros of the "i16" mode: project (quantize the input, project it G rows of P at a time,
+    quantize z), and the int32 accumulators of a block of `little_block` little-weight columns
+    (finish them with little_value). The projection runs in parallel over row groups from
+    `parallel_min` multiply-adds (DualKernelConfig.parallel_projection_min)."""
     G, NB = group, little_block
     intrinsic, VL = PMADD_WD[vector_bits]
     i8v, i16v, i32v = f"int8x{2 * VL}", f"int16x{2 * VL}", f"int32x{VL}"
@@ -74,24 +76,49 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
         scale[b] = s
         bad[b] = T.max(bad[b], nonfinite[0])
 
+    def make_project_rows(GR: int):
+        @T.macro
+        def project_rows(P, Ps, xq, xs, z, rg, b, KP):
+            """z[b, rg*GR + g] = Ps * xs * (P[row] . xq[b]) for the GR rows of group rg."""
+            acc = T.alloc_buffer((GR * VL,), "int32")
+            for g in T.unroll(GR):
+                for v in T.vectorized(VL):
+                    acc[g * VL + v] = 0
+            for kc in range(KP // (2 * VL)):
+                for g in T.unroll(GR):
+                    acc[T.ramp(g * VL, 1, VL)] = acc[T.ramp(g * VL, 1, VL)] + pmadd(
+                        P.vload([rg * GR + g, kc * 2 * VL], i8v), xq.vload([b, kc * 2 * VL], i16v)
+                    )
+            total = T.alloc_buffer((1,), "int32")
+            for g in T.unroll(GR):
+                total[0] = 0
+                for v in range(VL):
+                    total[0] = total[0] + acc[g * VL + v]
+                z[b, rg * GR + g] = T.Cast("float32", total[0]) * (Ps[rg * GR + g] * xs[b])
+
+        return project_rows
+
+    project_group, project_row = make_project_rows(G), make_project_rows(1)
+
     @T.macro
-    def project_group(P, Ps, xq, xs, z, rg, b, KP):
-        """z[b, rg*G + g] = Ps * xs * (P[row] . xq[b]) for the G rows of group rg."""
-        acc = T.alloc_buffer((G * VL,), "int32")
-        for g in T.unroll(G):
-            for v in T.vectorized(VL):
-                acc[g * VL + v] = 0
-        for kc in range(KP // (2 * VL)):
-            for g in T.unroll(G):
-                acc[T.ramp(g * VL, 1, VL)] = acc[T.ramp(g * VL, 1, VL)] + pmadd(
-                    P.vload([rg * G + g, kc * 2 * VL], i8v), xq.vload([b, kc * 2 * VL], i16v)
-                )
-        total = T.alloc_buffer((1,), "int32")
-        for g in T.unroll(G):
-            total[0] = 0
-            for v in range(VL):
-                total[0] = total[0] + acc[g * VL + v]
-            z[b, rg * G + g] = T.Cast("float32", total[0]) * (Ps[rg * G + g] * xs[b])
+    def project(src, xq, xs, z, zq, zs, bad, P, Ps, B, K, KP, R, RH):
+        """z = Ps * xs * (P xq) for every sample, xq = src quantized; then zq = z quantized."""
+        for b in range(B):
+            bad[b] = 0
+            quantize_rows(src, xq, xs, bad, b, K, KP)
+        if B * R * K >= parallel_min:
+            for rg in T.parallel(R // G):
+                for b in range(B):
+                    project_group(P, Ps, xq, xs, z, rg, b, KP)
+        else:
+            for rg in range(R // G):
+                for b in range(B):
+                    project_group(P, Ps, xq, xs, z, rg, b, KP)
+        for rt in range(R % G):
+            for b in range(B):
+                project_row(P, Ps, xq, xs, z, R // G * G + rt, b, KP)
+        for b in range(B):
+            quantize_rows(z, zq, zs, bad, b, R, 2 * RH)
 
     @T.macro
     def little_accumulate(WLB, zq, acc, nb, col0, b, RH):
@@ -110,7 +137,7 @@ def make_i16_stages(group: int, little_block: int, vector_bits: int):
                     WLB.vload([nb, p, col0 + c * VL, 0], i8v), T.reinterpret(i16v, T.broadcast(pair, VL))
                 )
 
-    return quantize_rows, project_group, little_accumulate
+    return project, little_accumulate
 
 
 def little_value(acc, zs, bad, WLs, bL):
