@@ -35,6 +35,12 @@ class GemvConfig:
         return asdict(self)
 
 
+def default_gemv_config(vector_bits: int) -> GemvConfig:
+    """The GEMV knobs for a target of this SIMD width (target.vector_bits): eight rows with one
+    vector register of accumulators each."""
+    return GemvConfig(lanes=max(8, vector_bits // 32))
+
+
 @dataclass(frozen=True)
 class GemvShape:
     batch: int

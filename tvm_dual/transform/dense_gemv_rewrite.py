@@ -11,7 +11,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
-from ..kernels.gemv import GemvConfig, GemvShape, make_gemv
+from ..kernels.gemv import GemvShape, default_gemv_config, make_gemv
 from ..sites import DUAL_ACTIVATIONS, WeightKeys, activation_pattern, constant_array, linear_pattern, static_shape
 
 # Beyond this many rows of x, W is better streamed by a blocked GEMM than row by row.
@@ -24,7 +24,7 @@ class DenseGemvRewrite:
     its rows keep one vector register of accumulators each (vector_bits: the target's SIMD width)."""
 
     def __init__(self, vector_bits: int = 256) -> None:
-        self.config = GemvConfig(lanes=max(8, vector_bits // 32))
+        self.config = default_gemv_config(vector_bits)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         builder = relax.BlockBuilder(mod)
