@@ -22,8 +22,7 @@ from tvm_dual.gate_allocation import ALLOCATIONS
 from tvm_dual.kernels.dual_gates import little_groups
 from tvm_dual.little import PROJECTIONS, LittleConfig
 from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan
-from tvm_dual.reference import activation
-from tvm_dual.reference_gates import GateWeights, gates_reference
+from tvm_dual.reference_gates import GateWeights, cell_update, gates_reference
 
 
 SATURATED = 3.0  # |pre-activation| beyond which sigmoid' < 0.05 and tanh' < 0.01: the flat parts
@@ -44,19 +43,12 @@ def simulated_perplexity(lm: ptb.WordLM, layer: RecurrentLayerPlan | None, ids: 
     for t in range(len(ids) - 1):
         x = embed[ids[t]][None].astype(np.float64)
         u = np.concatenate([x, h], axis=1)
-        little = layer.little.predict(u) if layer is not None else np.zeros((1, little_groups(cell, True) * H))
+        little = layer.little_values(u) if layer is not None else np.zeros((1, little_groups(cell, True) * H))
         res = gates_reference(weights, True, h, x, None, lo, hi, little)
         masks.append(res.mask.reshape(gates, H).mean(axis=1))
         pre = res.out_h + res.out_x
         saturated.append((np.abs(pre.reshape(gates, H)) > SATURATED).mean(axis=1))
-        if cell == "lstm":
-            i, f, g, o = (pre[:, k * H : (k + 1) * H] for k in range(4))
-            c = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
-            h = activation(o, "sigmoid") * np.tanh(c)
-        else:
-            r, z = activation(pre[:, :H], "sigmoid"), activation(pre[:, H : 2 * H], "sigmoid")
-            n = np.tanh(res.out_x[:, 2 * H :] + r * res.out_h[:, 2 * H :])
-            h = (1 - z) * n + z * h
+        h, c = cell_update(cell, res.out_x, res.out_h, h, c)
         logits = h[0] @ decoder.T + decoder_bias
         top = logits.max()
         nll += top + math.log(np.exp(logits - top).sum()) - logits[ids[t + 1]]

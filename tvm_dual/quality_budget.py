@@ -49,7 +49,7 @@ from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
 from .kernels.dual_gates import CELLS, gate_little_bytes
 from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
-from .reference import activation, little_values, sensitive_mask
+from .reference import little_values, sensitive_mask
 
 DEFAULT_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # 0, 0.1, ..., 0.9
 _MAX_THRESHOLD_ROWS = 50_000
@@ -214,7 +214,7 @@ def _gate_weights(module: torch.nn.Module, suffix: str = ""):
 def _cell_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, plan=None, bounds=None):
     """One LSTM or GRU step in numpy, (h, c) -> (h', c') with c None for the GRU: exact, or with the
     gates the dual gate kernel computes (plan's little module and mode, per-gate bounds (lo, hi))."""
-    from .reference_gates import gates_reference
+    from .reference_gates import cell_update, gates_reference
 
     with np.errstate(over="ignore", invalid="ignore"):
         if bounds is None:
@@ -227,15 +227,8 @@ def _cell_step(weights, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, plan
             pre_x = x @ weights.W_ih.T + weights.b_ih
             little = plan.little_values(h)
             pre_h = gates_reference(weights, False, h, None, pre_x, bounds[0], bounds[1], little).out_h
-        if weights.cell == "gru":
-            H = weights.hidden
-            r = activation(pre_x[:, :H] + pre_h[:, :H], "sigmoid")
-            z = activation(pre_x[:, H : 2 * H] + pre_h[:, H : 2 * H], "sigmoid")
-            n = np.tanh(pre_x[:, 2 * H :] + r * pre_h[:, 2 * H :])
-            return ((1.0 - z) * n + z * h).astype(np.float32), None
-        i, f, g, o = np.split(pre_x + pre_h, 4, axis=1)
-        c_new = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
-        return (activation(o, "sigmoid") * np.tanh(c_new)).astype(np.float32), c_new.astype(np.float32)
+        h_new, c_new = cell_update(weights.cell, pre_x, pre_h, h, c)
+        return h_new.astype(np.float32), None if c_new is None else c_new.astype(np.float32)
 
 
 class _GateLayer(_Layer):

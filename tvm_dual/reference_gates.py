@@ -108,3 +108,18 @@ def gates_reference(
                 mask[:, n] = sensitive_mask(add[:, n] + r * lh, lo[n], hi[n])
             out_h = np.concatenate([merged_rz, np.where(mask[:, n], exact_h[:, n], lh)], axis=1)
     return GateResult(out_h=out_h, out_x=out_x, little=little, mask=mask, rows_read=int(mask.any(axis=0).sum()))
+
+
+def cell_update(cell: str, pre_x: np.ndarray, pre_h: np.ndarray, h: np.ndarray, c: np.ndarray | None):
+    """The cell's new (h, c) from its gate terms, c None for the GRU: pre_x = the x term and pre_h
+    the h term of every gate (a GRU's n gate is tanh(x_n + r * h_n), so the two stay apart), as
+    gates_reference returns them (out_x, out_h)."""
+    if cell == "gru":
+        H = h.shape[1]
+        r = activation(pre_x[:, :H] + pre_h[:, :H], "sigmoid")
+        z = activation(pre_x[:, H : 2 * H] + pre_h[:, H : 2 * H], "sigmoid")
+        n = np.tanh(pre_x[:, 2 * H :] + r * pre_h[:, 2 * H :])
+        return (1.0 - z) * n + z * h, None
+    i, f, g, o = np.split(pre_x + pre_h, 4, axis=1)
+    c_new = activation(f, "sigmoid") * c + activation(i, "sigmoid") * np.tanh(g)
+    return activation(o, "sigmoid") * np.tanh(c_new), c_new
