@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--activation-l1", type=float, default=TrainConfig.activation_l1,
+                        help="L1 penalty on the blocks' ReLU outputs, for a sparser network (TrainConfig.activation_l1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(os.path.dirname(PID_FILE), exist_ok=True)
@@ -32,7 +34,7 @@ def main() -> None:
         f.write(str(os.getpid()))
     try:
         train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-        config = TrainConfig(epochs=args.epochs, seed=args.seed)
+        config = TrainConfig(epochs=args.epochs, seed=args.seed, activation_l1=args.activation_l1)
         model = train_resnet(config, train.images[:-HELD_OUT], train.labels[:-HELD_OUT], log=lambda m: print(m, flush=True))
         print(f"test accuracy {evaluate(model, test.images, test.labels):.4f}; checkpoint {checkpoint_path(config)}")
     finally:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import tvm_dual
+from tvm_dual.cnn import ideal_reduction, model_macs
 from models import OddConvNet
 
 
@@ -38,6 +39,12 @@ def test_dual_layers_are_planned_and_counted():
         assert layer.calls == 200 and abs(layer.calibration_ratio - ratio) < 0.02
         assert abs(layer.observed_ratio - ratio) < 0.1, (name, layer.observed_ratio)  # same distribution as calibration
     assert mod.metadata["layers"][0]["kind"] == "conv2d"
+    # the ideal predictor's bound: no skipped work without sparsity, at most 1 / (1 - s) with sparsity s
+    macs = model_macs(model, torch.randn(1, 3, 15, 13))
+    assert ideal_reduction(mod, macs, {}) == 1.0
+    half = ideal_reduction(mod, macs, {name: 0.5 for name in ratios})
+    assert 1.0 < half < 2.0
+    assert ideal_reduction(mod, macs, {name: 1.0 for name in ratios}) > half
 
 
 def test_unknown_layer_name_is_an_error():

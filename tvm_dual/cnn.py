@@ -120,3 +120,16 @@ def operations(module, dense_macs: int) -> OperationCount:
         little += meta["little_macs"]
         saved += meta["dense_macs"] - exact - meta["little_macs"]
     return OperationCount(dense_macs=dense_macs, dual_macs=dense_macs - saved, little_macs=little)
+
+
+def ideal_reduction(module, dense_macs: int, sparsity: dict[str, float]) -> float:
+    """The operations reduction of an ideal predictor in the module's dual layers: each computes
+    exactly the outputs its ReLU keeps, a fraction 1 - sparsity[layer] (conv_plan.natural_sparsity),
+    at no cost. No little module can skip more work without zeroing positive outputs."""
+    saved = sum(
+        sparsity[layer["name"]] * layer["dense_macs"]
+        for layer in module.metadata["layers"]
+        if layer.get("kind") == "conv2d" and layer["name"] in sparsity
+    )
+    return dense_macs / (dense_macs - saved)
+
