@@ -10,6 +10,7 @@ from it. The pid is written to /tmp/tvm_dual_jobs/train_cnn.pid so that the job 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 import torch
@@ -38,7 +39,8 @@ def main() -> None:
         model = train_resnet(config, train.images[:-HELD_OUT], train.labels[:-HELD_OUT], log=lambda m: print(m, flush=True))
         print(f"test accuracy {evaluate(model, test.images, test.labels):.4f}; checkpoint {checkpoint_path(config)}")
     finally:
-        os.remove(PID_FILE)
+        with contextlib.suppress(FileNotFoundError):  # another training run may have removed it
+            os.remove(PID_FILE)
 
 
 if __name__ == "__main__":

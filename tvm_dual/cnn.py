@@ -132,4 +132,3 @@ def ideal_reduction(module, dense_macs: int, sparsity: dict[str, float]) -> floa
         if layer.get("kind") == "conv2d" and layer["name"] in sparsity
     )
     return dense_macs / (dense_macs - saved)
-
