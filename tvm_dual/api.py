@@ -17,11 +17,11 @@ from .calibrate import capture_layer_inputs
 from .conv_plan import CONV_LITTLE, ConvPlan, conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
 from .conv_sites import ConvSite, find_conv_sites
 from .frontend import ImportedModel, import_model, normalize_inputs
-from .kernels.dual_dense import DualDenseShape, DualKernelConfig, little_bytes
+from .kernels.dual_dense import DualDenseShape, little_bytes
 from .tuning.dense_metaschedule import database_dir, has_database
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
-from .plan import DualLayerPlan, DualPlan, check_ratio, thresholds_for_ratio
+from .plan import DualLayerPlan, DualPlan, check_ratio, default_kernel_config, thresholds_for_ratio
 from .quality_budget import QualityBudget, planning_ratios, search_quality_budget
 from .reference import little_values
 from .recurrent import RecurrentConfig, RecurrentPlan, RecurrentSite, find_recurrent_sites, split_recurrent_ratios
@@ -39,7 +39,6 @@ from .sites import (
 )
 from .target import (
     TargetLike,
-    default_little_compute,
     missing_host_features,
     resolve_target,
     target_config,
@@ -85,15 +84,6 @@ def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -
         return {key: check_ratio(insensitive_ratio.get(by_name[key], 0.0), by_name[key]) for key in by_name if by_name[key] in candidates}
     ratio = check_ratio(insensitive_ratio, "the model")
     return {s.key: ratio for s in sites if s.dual_ok}
-
-
-def default_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
-    """Untuned defaults: eight gathered rows with one vector register of accumulators each (as the
-    gate kernel and the dense GEMV; four rows with two registers were 3-8% slower on 4096 x 1024 at
-    half the rows, Zen 3, 1 and 2 threads, hot and cold), and the integer little module wherever
-    x86 has a multiply-add of int16 pairs."""
-    bits = vector_bits(target)
-    return DualKernelConfig(rows_per_group=8, lanes=max(8, bits // 32), little_compute=default_little_compute(target))
 
 
 def _plan_layers(

@@ -110,7 +110,7 @@ class OperationCount:
 def operations(module, dense_macs: int) -> OperationCount:
     """Multiply-adds per call of a compiled module, from its kernels' counters (module.stats())
     and the little modules' sizes; layers that are not dual count as dense."""
-    conv = {layer["name"]: layer for layer in module.metadata["layers"] if layer.get("kind") == "conv2d"}
+    conv = _conv_layers(module)
     saved, little = 0.0, 0.0
     for layer in module.stats():
         if layer.name not in conv or layer.calls == 0:
@@ -126,9 +126,10 @@ def ideal_reduction(module, dense_macs: int, sparsity: dict[str, float]) -> floa
     """The operations reduction of an ideal predictor in the module's dual layers: each computes
     exactly the outputs its ReLU keeps, a fraction 1 - sparsity[layer] (conv_plan.natural_sparsity),
     at no cost. No little module can skip more work without zeroing positive outputs."""
-    saved = sum(
-        sparsity[layer["name"]] * layer["dense_macs"]
-        for layer in module.metadata["layers"]
-        if layer.get("kind") == "conv2d" and layer["name"] in sparsity
-    )
+    saved = sum(sparsity[name] * layer["dense_macs"] for name, layer in _conv_layers(module).items() if name in sparsity)
     return dense_macs / (dense_macs - saved)
+
+
+def _conv_layers(module) -> dict[str, dict]:
+    """The metadata of a compiled module's dual convolution layers, by layer name."""
+    return {layer["name"]: layer for layer in module.metadata["layers"] if layer.get("kind") == "conv2d"}

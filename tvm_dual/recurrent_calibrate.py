@@ -11,6 +11,7 @@ it (exact where the r row is sensitive).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -24,10 +25,11 @@ from .frontend import ImportedModel
 from .gate_allocation import gate_ratios
 from .kernels.dual_dense import DualKernelConfig
 from .kernels.dual_gates import GATES
-from .target import default_little_compute, vector_bits
+from .target import vector_bits
 from .tuning.gate_workload import GateWorkload
 from .tuning.schedules import lookup
 from .little import LittleConfig, fit_little_module
+from .plan import default_kernel_config
 from .recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, RecurrentSite
 from .reference import activation
 from .reference_gates import GateWeights
@@ -145,8 +147,9 @@ def gate_thresholds(
 
 
 def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
-    """Untuned gate-kernel knobs: eight gathered rows with one vector register of accumulators
-    each, 32 units per block, the integer little module on x86. Half the rows exact, rotating
+    """Untuned gate-kernel knobs: the dense dual kernel's (plan.default_kernel_config: eight gathered
+    rows with one vector register of accumulators each, the integer little module on x86) with 32
+    units per block. Half the rows exact, rotating
     selections, Zen 3 (AVX2), 1 / 2 threads: LSTM-750 751 / 307 us with the previous lanes=32
     (LLVM reports a 512-bit vector width for znver3, which has no AVX-512, so the accumulators
     spilled), 622 / 270 us with 16 lanes x 4 rows, 467 / 210 us with these; GRU-750 544 / 201,
@@ -154,8 +157,7 @@ def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
     vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU 248 / 121 vs
     229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us before, 43 us
     with vectorized masks, 22 us with the integer little module as well."""
-    bits = vector_bits(target)
-    return DualKernelConfig(rows_per_group=8, lanes=max(8, bits // 32), little_block=32, little_compute=default_little_compute(target))
+    return dataclasses.replace(default_kernel_config(target), little_block=32)
 
 
 def plan_recurrent(

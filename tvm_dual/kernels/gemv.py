@@ -14,7 +14,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .row_dot import check_group, make_row_group_dot, specialize
+from .row_dot import check_group, make_row_group_dot, register_lanes, specialize
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class GemvConfig:
 def default_gemv_config(vector_bits: int) -> GemvConfig:
     """The GEMV knobs for a target of this SIMD width (target.vector_bits): eight rows with one
     vector register of accumulators each."""
-    return GemvConfig(lanes=max(8, vector_bits // 32))
+    return GemvConfig(lanes=register_lanes(vector_bits))
 
 
 @dataclass(frozen=True)

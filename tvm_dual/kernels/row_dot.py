@@ -17,6 +17,12 @@ MAX_ACCUMULATOR_FLOATS = 255  # G*L floats must stay under TVM's kMaxStackAlloca
 MAX_LANES = 128
 
 
+def register_lanes(vector_bits: int) -> int:
+    """float32 accumulator lanes of one vector register of the target (at least 8): the default
+    of the GEMV and dual kernels, whose rows keep one register of accumulators each."""
+    return max(8, vector_bits // 32)
+
+
 def check_group(group: int, lanes: int) -> None:
     if lanes < 1 or lanes & (lanes - 1) or lanes > MAX_LANES:
         raise ValueError(f"lanes must be a power of two up to {MAX_LANES}, got {lanes}")

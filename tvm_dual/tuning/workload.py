@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
-from ..plan import thresholds_for_ratio
+from ..plan import default_kernel_config, thresholds_for_ratio
 from ..reference import dual_reference, little_values
 from .space import ShapeFeatures, config_space
 
@@ -68,8 +68,6 @@ class DualWorkload:
 
     def default_config(self, target) -> DualKernelConfig:
         """The knobs compile_dual uses when this shape was never tuned."""
-        from ..api import default_kernel_config
-
         return default_kernel_config(target)
 
     def result(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, int]:
