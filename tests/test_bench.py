@@ -11,6 +11,7 @@ import torch
 
 import tvm_dual
 from tvm_dual.bench import report, workloads
+from tvm_dual.bench.bandwidth import COLD_READ
 from tvm_dual.bench.engines import ENGINES, Engine
 from tvm_dual.cli import main
 
@@ -56,7 +57,7 @@ def test_smoke_run_writes_valid_json(smoke):
             assert r["layers"][0]["name"] == "0"
         else:
             assert r["bytes"] == footprint
-    assert {b["label"] for b in results["bandwidth"]} == {"working set", "DRAM"}
+    assert {(b["label"], b["cold"]) for b in results["bandwidth"]} == {("working set", False), ("DRAM", False), (COLD_READ, True)}
     assert all(b["gbps"] > 0 for b in results["bandwidth"])
 
     checks = {c["engine"]: c for c in results["checks"]}
@@ -70,6 +71,8 @@ def test_smoke_run_writes_valid_json(smoke):
     for cache in ("hot", "cold"):
         assert max(summary[(n, cache)]["speedup"] for n in ok if not engines[n]["approximate"]) == pytest.approx(1.0)
         assert 0 < summary[(ok[0], cache)]["of_limit"]
+    assert all(0 < r["of_cold_read_limit"] for r in results["summary"] if r["cache"] == "cold")
+    assert not any("cold_read_limit_us" in r for r in results["summary"] if r["cache"] == "hot")
 
 
 def test_smoke_run_writes_markdown_and_plots(smoke, tmp_path):
@@ -78,7 +81,7 @@ def test_smoke_run_writes_markdown_and_plots(smoke, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert text.startswith("# Linear 64->128 + tanh, batch 1")
     for needle in ("**Streaming read bandwidth**", "**Hot cache, 1 thread**", "**Cold cache, 1 thread**",
-                   "**Outputs vs PyTorch**", "| tvm-dual 0.50 |", "![speedup](results_speedup.png)", "Check (issue 2)"):
+                   "**Outputs vs PyTorch**", "| tvm-dual 0.50 |", "cold-read limit µs | % of it |", "![speedup](results_speedup.png)", "Check (issue 2)"):
         assert needle in text, needle
     for name, entry in results["engines"].items():
         assert entry["label"] in text
@@ -152,6 +155,21 @@ def test_summary_speedups_and_limits_are_computed_within_the_run():
     assert rows[("numpy", "")]["of_limit"] == pytest.approx(50.0 / 100.0)
     (check,) = report.criterion(list(rows.values()))
     assert check["baseline"] == "numpy (BLAS)" and check["speedup"] == pytest.approx(100 / 60) and check["reached"]
+
+
+def test_cold_rows_get_the_cold_read_limit_and_hot_rows_do_not():
+    results = _summary_fixture()
+    results["records"].append(dict(_record("tvm-dual", "r0.50", 80.0, target_ratio=0.5, observed_ratio=0.5), cache="cold", bytes=5e5))
+    results["bandwidth"] += [
+        {"label": "DRAM", "threads": 1, "bytes": 1 << 28, "gbps": 10.0, "round": 0, "cold": False},
+        {"label": COLD_READ, "threads": 1, "bytes": 1 << 20, "gbps": 8.0, "round": 0, "cold": True},
+    ]
+    rows = {(r["engine"], r["variant"], r["cache"]): r for r in report.summarize(results)}
+    cold = rows[("tvm-dual", "r0.50", "cold")]
+    assert cold["limit_us"] == pytest.approx(5e5 / 10e9 * 1e6)  # the DRAM limit as before
+    assert cold["cold_read_limit_us"] == pytest.approx(5e5 / 8e9 * 1e6)
+    assert cold["of_cold_read_limit"] == pytest.approx(62.5 / 80.0)
+    assert "cold_read_limit_us" not in rows[("tvm-dual", "r0.50", "hot")]
 
 
 def test_criterion_checks_whole_calls_and_kernels_against_their_own_dense_builds():

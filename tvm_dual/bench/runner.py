@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from .bandwidth import COLD_READ
 from .machine import git_revision, last_level_cache_bytes, load_average, machine_info, package_versions
 from .settings import BenchSettings
 from .worker import PREPARED, flush_bytes
@@ -69,12 +70,19 @@ def run_worker(command: str, job: dict[str, Any], threads: int, log: Path, timeo
     return json.loads(Path(output).read_text()) if output else {}
 
 
-def bandwidth_sizes(settings: BenchSettings, footprint: int) -> list[tuple[str, int]]:
-    """Buffer sizes to stream: in cache, the workload's own footprint (its hot limit), DRAM (cold)."""
+def bandwidth_sizes(settings: BenchSettings, footprint: int) -> list[tuple[str, int, bool]]:
+    """(label, bytes, cold) buffers to stream: in cache, the workload's own footprint (its hot limit),
+    DRAM, and the footprint read once per cache flush (the cold limit)."""
     llc = last_level_cache_bytes()
     if settings.smoke:
-        return [("working set", max(footprint, 64 << 10)), ("DRAM", 16 << 20)]
-    return [("L3", min(llc // 4, 8 << 20)), ("working set", footprint), ("DRAM", max(8 * llc, 256 << 20))]
+        working = max(footprint, 64 << 10)
+        sizes = [("working set", working, False), ("DRAM", 16 << 20, False)]
+    else:
+        working = footprint
+        sizes = [("L3", min(llc // 4, 8 << 20), False), ("working set", working, False), ("DRAM", max(8 * llc, 256 << 20), False)]
+    if "cold" in settings.caches:
+        sizes.append((COLD_READ, working, True))
+    return sizes
 
 
 def run_benchmark(

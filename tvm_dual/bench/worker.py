@@ -186,10 +186,18 @@ def run_bandwidth(job: dict[str, Any]) -> None:
 
     settings = BenchSettings.from_dict(job["settings"])
     threads = int(job["threads"])
+    flusher = CacheFlusher(flush_bytes(settings), threads) if any(cold for _, _, cold in job["sizes"]) else None
     records = []
-    for label, nbytes in job["sizes"]:
-        result = read_bandwidth(int(nbytes), threads, seconds=settings.bandwidth_seconds)
-        records.append({"label": label, "round": int(job["round"]), **result})
+    try:
+        for label, nbytes, cold in job["sizes"]:
+            result = read_bandwidth(
+                int(nbytes), threads, seconds=settings.bandwidth_seconds, min_passes=20 if cold else 5,
+                flush=flusher if cold else None,
+            )
+            records.append({"label": label, "round": int(job["round"]), "cold": bool(cold), **result})
+    finally:
+        if flusher is not None:
+            flusher.close()
     Path(job["output"]).write_text(json.dumps({"bandwidth": records}))
 
 
