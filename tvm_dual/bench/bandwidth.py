@@ -6,8 +6,8 @@ interleaved sequential streams, as a GEMV reads a group of rows: one stream alon
 parallelism unused (measured here: 12 GB/s instead of 21 GB/s on a 16 MiB buffer). Reading the same buffer again and again measures the bandwidth of the level it fits in: a
 buffer the size of a model's weights gives the hot-cache limit of that model, one much larger than
 the last-level cache gives the DRAM limit. Reading the model-sized buffer once after each cache flush, as cold calls
-are timed, gives the rate a cold call of that size can reach: on this VM a cold 8 MiB read streams
-about 20% slower than the steady DRAM rate, so the DRAM limit alone understates what cold kernels do.
+are timed, gives the rate a cold call of that size reaches, which can differ from the steady DRAM
+rate either way (start-up of each read; lines a victim L3 kept through the flush).
 """
 
 from __future__ import annotations
