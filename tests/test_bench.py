@@ -285,3 +285,31 @@ def test_kernel_replay_refuses_a_program_that_moves_data_between_kernels(tmp_pat
     tvm_dual.compile_dual(Flatten().eval(), (x,), insensitive_ratio=0.0).export_library(tmp_path / "flat.so")
     with pytest.raises(NotReplayable, match=r"vm\.builtin\.reshape"):
         KernelReplay(tmp_path / "flat.so", (x.numpy(),))
+
+
+def test_an_engine_that_finds_it_runs_below_fp32_is_not_an_exact_baseline(tmp_path, monkeypatch):
+    """OpenVINO's default precision is bf16 on CPUs with AVX-512 BF16: its prepare says so in the
+    variant's info, and the run must then count it as approximate (not the fp32 speedup baseline)."""
+    from tvm_dual.bench import worker
+    from tvm_dual.bench.engines import Variant
+    from tvm_dual.bench.settings import smoke_settings
+
+    class ReducedPrecisionEngine(Engine):
+        name, label = "reduced", "reduced precision"
+
+        def prepare(self, context):
+            return [Variant(info={"inference_precision": "bf16", "approximate": True})]
+
+    class Fp32Engine(ReducedPrecisionEngine):
+        name, label = "fp32", "fp32"
+
+        def prepare(self, context):
+            return [Variant(info={"inference_precision": "f32", "approximate": False})]
+
+    monkeypatch.setitem(ENGINES, "reduced", ReducedPrecisionEngine())
+    monkeypatch.setitem(ENGINES, "fp32", Fp32Engine())
+    settings = smoke_settings(engines=["reduced", "fp32", "numpy"])
+    worker.prepare({"settings": settings.to_dict(), "workdir": str(tmp_path)})
+    engines = json.loads((tmp_path / worker.PREPARED).read_text())["engines"]
+    assert engines["reduced"]["approximate"] is True
+    assert engines["fp32"]["approximate"] is False and engines["numpy"]["approximate"] is False

@@ -98,6 +98,8 @@ def prepare(job: dict[str, Any]) -> None:
             try:
                 variants = engine.prepare(context)
                 entry.update(status="ok", variants=[v.to_dict() for v in variants])
+                # an engine that found out while preparing that it runs below fp32 (OpenVINO's bf16)
+                entry["approximate"] = engine.approximate or any(v.info.get("approximate") for v in variants)
             except EngineSkipped as skip:
                 entry.update(status="skipped", reason=str(skip))
             except Exception as err:  # one engine failing must not take the run down
@@ -151,7 +153,7 @@ def run_measure(job: dict[str, Any]) -> None:
                 check = {"engine": engine.name, "variant": variant.name, "threads": threads}
                 check.update(_output_errors(runner, inputs, load_tuples(workdir / REFERENCE_OUTPUTS)))
                 workload_info = prepared["workload"]
-                if workload_info["has_quality"] and (engine.approximate or engine.name == "torch"):
+                if workload_info["has_quality"] and (prepared["engines"][engine.name]["approximate"] or engine.name == "torch"):
                     start = time.perf_counter()
                     check["quality"] = float(context.workload().quality(runner.predict))
                     check["quality_s"] = round(time.perf_counter() - start, 2)

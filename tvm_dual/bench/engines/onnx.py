@@ -48,16 +48,22 @@ class OpenVinoEngine(Engine):
 
     def prepare(self, context: PrepareContext) -> list[Variant]:
         context.onnx_model()
-        return [Variant()]
+        # The default precision is bf16 on CPUs with AVX-512 BF16 or AMX: then this engine is not
+        # exact and must not be the fp32 baseline the speedups are taken against.
+        precision = self._compile(context.workdir, threads=1)[1].get_property("INFERENCE_PRECISION_HINT").to_string()
+        return [Variant(info={"inference_precision": precision, "approximate": precision != "f32"})]
 
-    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+    def _compile(self, workdir, threads: int):
         import openvino as ov
 
         core = ov.Core()
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.precision_hint:
             config["INFERENCE_PRECISION_HINT"] = self.precision_hint
-        compiled = core.compile_model(str(context.workdir / "model.onnx"), "CPU", config)
+        return core, core.compile_model(str(workdir / "model.onnx"), "CPU", config)
+
+    def load(self, context: LoadContext, variant: Variant, threads: int) -> Runner:
+        core, compiled = self._compile(context.workdir, threads)
         request = compiled.create_infer_request()
         facts = precision_facts(core, compiled)
 
