@@ -51,23 +51,29 @@ def test_cost_model_learns_a_ranking():
 def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     log = tmp_path / "dual.jsonl"
     measurer = LocalMeasurer(host_target(), FAST)
-    first = tune_dual_kernel(WORKLOAD, measurer, trials=10, batch_size=5, log_path=log, progress=False, confirm_rounds=0)
+    first = tune_dual_kernel(WORKLOAD, measurer, trials=10, batch_size=5, log_path=log, progress=False, confirm_rounds=0,
+                             verify_rounds=0)
     records = read_records(log)
     assert len(records) == 10 and len(first.history) == 10
     assert first.best_time_s is not None and all(r.error is None for r in records), [r.error for r in records]
     assert WORKLOAD.default_config(host_target()) in {r.config for r in records}  # measured against the defaults
     assert {r.measurer for r in records} == {f"local:{measurer.threads}t"} and measurer.threads >= 1
     # resuming measures only new candidates; then the fastest four and the default are measured
-    # until each has three measurements, and a configuration's time is the median of its records
+    # until each has three measurements, and a configuration's time is the median of its records;
+    # last the best and the default are measured six more times each
     second = tune_dual_kernel(WORKLOAD, measurer, trials=3, batch_size=3, log_path=log, progress=False)
     records = read_records(log)
     assert second.resumed == 10 and len(second.history) == 3 and len(records) >= 13 + 2 * 4
     assert len({r.config for r in records}) == 13
     best_times = [r.time_s for r in records if r.config == second.best_config]
     assert len(best_times) >= 3 and second.best_time_s == pytest.approx(float(np.median(best_times)))
+    default = WORKLOAD.default_config(host_target())
+    if second.best_config != default:
+        assert len([r for r in records if r.config == default]) >= 3 + 6
 
     target = target_to_string(host_target())
-    write_schedule_file(schedule_path(host_target(), tmp_path), target, distill(read_records(log), target))
+    entries = distill(read_records(log), target)
+    write_schedule_file(schedule_path(host_target(), tmp_path), target, entries)
     model = torch.nn.Sequential(torch.nn.Linear(96, 200), torch.nn.Tanh()).eval()
     calibration = [torch.randn(64, 96) for _ in range(4)]
     little = tvm_dual.LittleConfig(rank=12)
@@ -77,7 +83,7 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
         untuned = tvm_dual.compile_dual(model, (torch.randn(1, 96),), calibration=calibration, little=little, schedules=None)
     layer = tuned.metadata["layers"][0]
     assert layer["schedule_source"].startswith("tuned")
-    assert layer["kernel"] == second.best_config.to_dict()
+    assert layer["kernel"] == entries[WORKLOAD.shape_key].config.to_dict()  # the best, or the default if no clear lead
     assert untuned.metadata["layers"][0]["schedule_source"].startswith("default")
     for x in torch.randn(20, 1, 96):
         # same little module and thresholds, different knobs: the same dual computation
@@ -93,7 +99,7 @@ def test_gate_kernel_tuning_and_schedule_used_by_compile_dual(tmp_path):
     workload = GateWorkload("gru", 1, hidden, inputs, rank, fused=True, ratio=0.5)
     log = tmp_path / "gates.jsonl"
     result = tune_dual_kernel(workload, LocalMeasurer(host_target(), FAST), trials=4, batch_size=4, log_path=log,
-                              progress=False, confirm_rounds=0)
+                              progress=False, confirm_rounds=0, verify_rounds=0)
     records = read_records(log)
     assert len(records) == 4 and all(r.error is None for r in records), [r.error for r in records]
     assert all(isinstance(r.workload, GateWorkload) for r in records)
@@ -115,6 +121,41 @@ def test_gate_kernel_tuning_and_schedule_used_by_compile_dual(tmp_path):
         assert (tuned(x, h) - untuned(x, h)).abs().max() < 1e-4
 
 
+def test_times_at_different_ratios_are_not_compared():
+    """A shape tuned at 0.9 and at 0.5: the 0.9 run's times are all lower (fewer rows computed), so
+    comparing across ratios would let any 0.9 record win; the schedule comes from the 0.5 run."""
+    import dataclasses
+
+    from tvm_dual.tuning.records import Record
+
+    target = target_to_string(host_target())
+    at_half, at_09 = WORKLOAD, dataclasses.replace(WORKLOAD, ratio=0.9)
+    best_at_half, other = config_space()[:2]
+    records = [Record(at_09, target, other, 1e-5, method="cold")] + [
+        Record(at_half, target, best_at_half, 5e-4, method="cold"), Record(at_half, target, other, 6e-4, method="cold"),
+    ]
+    entry = distill(records, target)[WORKLOAD.shape_key]
+    assert entry.config == best_at_half and entry.workload.ratio == 0.5 and entry.measured == 2
+
+
+def test_the_defaults_stay_unless_a_tuned_configuration_clearly_beats_them():
+    from tvm_dual.tuning.records import Record
+    from tvm_dual.tuning.schedules import KEEP_MARGIN
+
+    target = target_to_string(host_target())
+    default = WORKLOAD.default_config(host_target())
+    rival = next(c for c in config_space() if c != default)
+
+    def best(lead: float):
+        records = [Record(WORKLOAD, target, default, t, method="cold") for t in (1.00e-4, 1.02e-4, 0.98e-4)]
+        records += [Record(WORKLOAD, target, rival, 1e-4 * (1 - lead), method="cold") for _ in range(3)]
+        return distill(records, target)[WORKLOAD.shape_key]
+
+    assert best(KEEP_MARGIN / 2).config == default  # faster, but by less than the margin
+    entry = best(2 * KEEP_MARGIN)
+    assert entry.config == rival and entry.time_s == pytest.approx(1e-4 * (1 - 2 * KEEP_MARGIN))
+
+
 def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
     from tvm_dual.tuning.records import Record
     from tvm_dual.tuning.schedules import ScheduleEntry
@@ -122,10 +163,11 @@ def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
     target, key = host_target(), WORKLOAD.shape_key
     slow_cold, fast_warm = config_space()[:2]
     # distill prefers cold-cache records to faster warm ones, and takes medians, not minima
-    records = [Record(WORKLOAD, "t", fast_warm, 1e-4, method="warm")] + [
-        Record(WORKLOAD, "t", slow_cold, t, method="cold") for t in (5e-4, 6e-4, 7e-4)
+    tstr = target_to_string(target)
+    records = [Record(WORKLOAD, tstr, fast_warm, 1e-4, method="warm")] + [
+        Record(WORKLOAD, tstr, slow_cold, t, method="cold") for t in (5e-4, 6e-4, 7e-4)
     ]
-    entry = distill(records, "t")[key]
+    entry = distill(records, tstr)[key]
     assert entry.config == slow_cold and entry.method == "cold" and entry.time_s == pytest.approx(6e-4)
     # a schedule file keeps a cold entry against a warm one, whatever their times
     path = schedule_path(target, tmp_path)

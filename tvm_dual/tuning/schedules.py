@@ -17,11 +17,16 @@ import numpy as np
 import tvm
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig
+from ..target import resolve_target
 from .records import METHODS, Record, check_method
 from .space import config_from_dict
 from .workload import DualWorkload, workload_from_dict
 
 FORMAT = 1
+# A tuned configuration replaces the defaults only if its median beats theirs by this much: the
+# tuner's measurements of one configuration spread by 10-20%, so a smaller lead is mostly luck.
+KEEP_MARGIN = 0.05
+TUNED_RATIO = 0.5  # of several tuned ratios of one shape, the schedule comes from the nearest to this
 # The shipped schedules live next to the package (the repository's schedules/ directory);
 # TVM_DUAL_SCHEDULES points elsewhere.
 DEFAULT_DIR = Path(os.environ.get("TVM_DUAL_SCHEDULES", Path(__file__).resolve().parents[2] / "schedules"))
@@ -50,32 +55,51 @@ class ScheduleEntry:
 
 
 def _better(new: ScheduleEntry, old: ScheduleEntry | None) -> bool:
-    """Times of different measurement methods are not comparable: the preferred method wins."""
-    if old is None or new.method != old.method:
-        return old is None or METHODS.index(new.method) < METHODS.index(old.method)
+    """Times of different measurement methods are not comparable: the preferred method wins.
+    Nor are times at different insensitive ratios (more skipped rows, less time): the ratio
+    nearest TUNED_RATIO wins, then the lower time."""
+    if old is None:
+        return True
+    if new.method != old.method:
+        return METHODS.index(new.method) < METHODS.index(old.method)
+    new_gap, old_gap = (abs(e.workload.ratio - TUNED_RATIO) for e in (new, old))
+    if new_gap != old_gap:
+        return new_gap < old_gap
     return new.time_s < old.time_s
 
 
 def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
     """Per shape key, for one target string, the configuration with the lowest median over its
     successful records (the minimum of single noisy measurements would reward the luckiest),
-    from cold-cache records where a shape has any."""
+    from cold-cache records where a shape has any, and from the workload tuned nearest the
+    headline ratio where a shape was tuned at several."""
     times: dict[tuple[str, str, DualKernelConfig], list[float]] = {}
     workloads: dict[tuple[str, str, DualKernelConfig], object] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:
         if r.target != target:
             continue
-        key = r.workload.shape_key
+        key = r.workload.key  # shape and ratio
         counts[(key, r.method)] = counts.get((key, r.method), 0) + 1
         if r.time_s is not None:
             times.setdefault((key, r.method, r.config), []).append(r.time_s)
             workloads[(key, r.method, r.config)] = r.workload
-    best: dict[str, ScheduleEntry] = {}
+    per_workload: dict[tuple[str, str], ScheduleEntry] = {}
     for (key, method, config), ts in times.items():
         entry = ScheduleEntry(config, float(np.median(ts)), workloads[(key, method, config)], counts[(key, method)], method)
-        if _better(entry, best.get(key)):
-            best[key] = entry
+        if _better(entry, per_workload.get((key, method))):
+            per_workload[(key, method)] = entry
+    defaults_target = resolve_target(target)
+    best: dict[str, ScheduleEntry] = {}
+    for (key, method), entry in per_workload.items():
+        default = entry.workload.default_config(defaults_target)
+        default_times = times.get((key, method, default), [])
+        if entry.config != default and len(default_times) >= 3:
+            default_time = float(np.median(default_times))
+            if entry.time_s > (1 - KEEP_MARGIN) * default_time:  # no clear lead: keep the defaults
+                entry = ScheduleEntry(default, default_time, entry.workload, entry.measured, method)
+        if _better(entry, best.get(entry.workload.shape_key)):
+            best[entry.workload.shape_key] = entry
     return best
 
 
