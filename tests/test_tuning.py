@@ -269,3 +269,28 @@ def test_rpc_measurement_on_loopback(rpc_tracker, tmp_path):
     assert all(r.error is None and r.time_s > 0 for r in records), [r.error for r in records]
     assert all(r.measurer.startswith("rpc:loopback@127.0.0.1") for r in records)
     assert result.best_time_s == min(r.time_s for r in records)
+
+
+def test_search_report_counts_trials_to_95_percent_and_renders_into_the_benchmarks_doc(tmp_path):
+    from tvm_dual.bench.report import render_document
+    from tvm_dual.tuning.search_report import best_so_far, trials_to_reach
+
+    assert list(best_so_far([3.0, None, 2.0, 2.5])) == [3.0, 3.0, 2.0, 2.0]
+    assert trials_to_reach([3.0, 1.04, 1.0], best=1.0) == 2  # within 5% counts
+    assert trials_to_reach([3.0, 1.06], best=1.0) is None
+    report = {
+        "target": "llvm -mcpu=test", "command": "tvm-dual tune --strategy both", "started": "s", "finished": "f",
+        "machine": {"cpu_model": "CPU", "llvm_cpu": "test", "cpus": 2},
+        "runs": [
+            {"workload": "dual_dense/w@0.5", "strategy": "xgb", "history": [5e-5, 2e-5, 1e-5], "best_time_s": 1e-5, "resumed": 0},
+            {"workload": "dual_dense/w@0.5", "strategy": "random", "history": [5e-5, None, 3e-5, 2e-5], "best_time_s": 2e-5, "resumed": 0},
+        ],
+    }
+    path = tmp_path / "tuning" / "search.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(report))
+    text = render_document([path], tmp_path / "BENCHMARKS.md")
+    assert "| dual_dense/w@0.5 | xgb | 3 | 10.0 | 3 |" in text
+    assert "| dual_dense/w@0.5 | random | 4 | 20.0 | not in 4 |" in text
+    assert "`tvm-dual tune --strategy both`" in text and "![knob search](tuning/search.png)" in text
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

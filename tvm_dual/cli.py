@@ -38,7 +38,7 @@ def _tune() -> Subcommand:
 
     doc = tune.__doc__.split("\n", 2)
     return Subcommand("tune", "tune dual kernels (or dense layers with MetaSchedule) for a target", doc[0], doc[2],
-                      lambda parser: tune.build_parser(parser), lambda args, _command: tune.run(args))
+                      lambda parser: tune.build_parser(parser), lambda args, command: tune.run(args, command))
 
 
 def _command(name: str, help: str) -> Callable[[], Subcommand]:

@@ -24,6 +24,7 @@ results_quality.png, logs/ (one log per worker process). Optional engines: pip i
 
 CHECKOUT = Path(__file__).resolve().parents[2]  # the source tree, for an editable install
 DOCS_DIR = CHECKOUT / "docs" / "benchmarks"
+SEARCH_DIR = CHECKOUT / "docs" / "tuning"
 DOCS_FILE = CHECKOUT / "docs" / "BENCHMARKS.md"
 
 
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.docs:
         order = [DOCS_DIR / f"{run[0]}.json" for run in DOCS_RUNS]
         stored = [p for p in order if p.is_file()] + sorted(p for p in DOCS_DIR.glob("*.json") if p not in order)
+        stored += sorted(SEARCH_DIR.glob("*.json"))  # knob-search reports (tvm-dual tune --strategy both --report)
         DOCS_FILE.write_text(render_document(stored, DOCS_FILE))
         print(f"wrote {DOCS_FILE}")
     return 0

@@ -455,10 +455,19 @@ Each section is one run on one machine; speedups compare engines within that run
 
 
 def render_document(result_paths: list[Path], doc_path: Path) -> str:
-    """docs/BENCHMARKS.md from stored results files (plots next to them, regenerated here)."""
+    """docs/BENCHMARKS.md from stored results files and knob-search reports (plots next to them,
+    regenerated here)."""
+    from ..tuning.search_report import is_search_report, plot_search, render_search
+
     doc_path = Path(doc_path)
     sections, total_minutes = [], 0.0
     for path in result_paths:
+        data = json.loads(Path(path).read_text())
+        if is_search_report(data):  # tvm-dual tune --strategy both --report
+            image = Path(path).with_suffix(".png")
+            plot_search(data, image)
+            sections.append(render_search(data, _relative(image, doc_path.parent), _relative(path, doc_path.parent)))
+            continue
         results = load_results(path)
         total_minutes += results["run"]["duration_s"] / 60
         images = plot_files(results, path.parent, path.stem)

@@ -16,7 +16,10 @@ import argparse
 import importlib
 import json
 import os
+import shlex
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..kernels.dual_gates import little_groups
@@ -132,7 +135,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """`command`: the command line, recorded in the --report file."""
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     target = resolve_target(args.target)
     workloads = [parse_workload(w, args.ratio) for w in args.workload]
     workloads += [parse_gate_workload(w, args.ratio) for w in args.gate_workload]
@@ -180,8 +185,13 @@ def run(args: argparse.Namespace) -> int:
         write_schedule_file(path, target_to_string(target), entries)
         print(f"schedules: {len(entries)} shapes in {path}")
     if args.report:
+        from ..bench.machine import machine_info
+
+        machine = {k: v for k, v in machine_info().items() if k in ("cpu_model", "llvm_cpu", "cpus", "hypervisor")}
         with open(args.report, "w") as f:
-            json.dump({"target": target_to_string(target), "runs": report}, f, indent=1)
+            json.dump({"target": target_to_string(target), "command": command, "started": started_at,
+                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+                       "runs": report}, f, indent=1)
     return 0
 
 
@@ -206,15 +216,18 @@ def _tune_dense(workloads: list[DualWorkload], target, args: argparse.Namespace)
 
 def _compare(report: list[dict]) -> None:
     """Trials each strategy needed to reach 95% of the best speed either found, per workload."""
+    from .search_report import trials_to_reach
+
     for key in dict.fromkeys(r["workload"] for r in report):
         runs = {r["strategy"]: r for r in report if r["workload"] == key}
         best = min(r["best_time_s"] for r in runs.values() if r["best_time_s"])
         cells = []
         for strategy, run in runs.items():
-            hit = next((i for i, t in enumerate(run["history"], 1) if t and best / t >= 0.95), None)
+            hit = trials_to_reach(run["history"], best)
             cells.append(f"{strategy}: {hit} trials" if hit else f"{strategy}: not within {len(run['history'])} trials")
         print(f"{key}: trials to 95% of the best ({1e6 * best:.1f} us): " + ", ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(build_parser().parse_args(argv), "python scripts/autotune.py " + shlex.join(argv))
