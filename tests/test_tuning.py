@@ -290,7 +290,7 @@ def test_search_report_counts_trials_to_95_percent_and_renders_into_the_benchmar
     path.parent.mkdir()
     path.write_text(json.dumps(report))
     text = render_document([path], tmp_path / "BENCHMARKS.md")
-    assert "| dual_dense/w@0.5 | xgb | 3 | 10.0 | 3 |" in text
-    assert "| dual_dense/w@0.5 | random | 4 | 20.0 | not in 4 |" in text
+    assert "| dual_dense/w@0.5 | xgb | 3 | 10.0 | 10.0 | 3 |" in text
+    assert "| dual_dense/w@0.5 | random | 4 | 20.0 | 20.0 | not in 4 |" in text
     assert "`tvm-dual tune --strategy both`" in text and "![knob search](tuning/search.png)" in text
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -138,6 +138,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace, command: str | None = None) -> int:
     """`command`: the command line, recorded in the --report file."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if args.report:  # before the tuning, not after it: a report that cannot be written loses the run
+        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
     target = resolve_target(args.target)
     workloads = [parse_workload(w, args.ratio) for w in args.workload]
     workloads += [parse_gate_workload(w, args.ratio) for w in args.gate_workload]

@@ -42,16 +42,17 @@ def render_search(report: dict[str, Any], image: str | None, source: str) -> str
         f"## Knob search: XGBoost-guided vs random ({report['target']})",
         "",
         f"- **Machine:** {machine.get('cpu_model', 'not recorded')} (LLVM: {machine.get('llvm_cpu', '?')}), "
-        f"{machine.get('cpus', '?')} CPUs",
+        f"{machine.get('cpus', '?')} CPUs{', VM (' + machine['hypervisor'] + ')' if machine.get('hypervisor') else ''}",
         f"- **Run:** {report.get('started', 'not recorded')} to {report.get('finished', 'not recorded')}",
         f"- **Command:** `{report.get('command') or '(not recorded)'}`; report `{source}`",
         "- Both searches start from nothing on the same workload, measured in the same run (cold cache, "
-        "the tuner's measurer); the first batch of each holds the untuned defaults. 'Trials to 95%': the "
+        "the tuner's measurer); each measures the untuned defaults first, so 1 trial to 95% means the "
+        "defaults were already within 5% of the best. 'Trials to 95%': the "
         "first trial after which the search's best-so-far measurement is within 5% of the best time "
         "either search ended with (a median over its confirmation and verification measurements).",
         "",
-        "| workload | strategy | trials | best µs | trials to 95% |",
-        "|---|---|---:|---:|---:|",
+        "| workload | strategy | trials | fastest single measurement µs | ended with (median) µs | trials to 95% |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for key, runs in _workloads(report).items():
         best = min((r["best_time_s"] for r in runs.values() if r.get("best_time_s")), default=None)
@@ -60,7 +61,8 @@ def render_search(report: dict[str, Any], image: str | None, source: str) -> str
             curve = best_so_far(run["history"])
             best_us = f"{1e6 * np.nanmin(curve):.1f}" if curve.size and not np.all(np.isnan(curve)) else ""
             reached = str(hit) if hit else f"not in {len(run['history'])}"
-            lines.append(f"| {key} | {strategy} | {len(run['history'])} | {best_us} | {reached} |")
+            ended = f"{1e6 * run['best_time_s']:.1f}" if run.get("best_time_s") else ""
+            lines.append(f"| {key} | {strategy} | {len(run['history'])} | {best_us} | {ended} | {reached} |")
     lines.append("")
     if image:
         lines += [f"![knob search]({image})", ""]
