@@ -294,3 +294,19 @@ def test_search_report_counts_trials_to_95_percent_and_renders_into_the_benchmar
     assert "| dual_dense/w@0.5 | random | 4 | 20.0 | 20.0 | not in 4 |" in text
     assert "`tvm-dual tune --strategy both`" in text and "![knob search](tuning/search.png)" in text
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_check_schedules_times_a_tuned_entry_against_the_defaults(tmp_path):
+    from tvm_dual.tuning.schedules import ScheduleEntry
+
+    target = host_target()
+    default = WORKLOAD.default_config(target)
+    tuned = next(c for c in config_space() if c != default)
+    path = schedule_path(target, tmp_path)
+    write_schedule_file(path, target_to_string(target), {WORKLOAD.shape_key: ScheduleEntry(tuned, 1e-5, WORKLOAD, 3, "cold")})
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_schedules.py")
+    done = subprocess.run([sys.executable, script, str(path), "--threads", "1", "--alternations", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [l for l in done.stdout.splitlines() if WORKLOAD.shape_key in l]
+    assert line.startswith("1 thread(s)") and "tuned" in line and "defaults" in line and "->" in line
