@@ -12,6 +12,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from ..tuning.search_report import is_search_report, plot_search, render_search
 from .bandwidth import COLD_READ
 
 # Issue 2's criterion for the single Linear layer: dual at 0.5 at least 1.5x the fastest of dense TVM,
@@ -457,8 +458,6 @@ Each section is one run on one machine; speedups compare engines within that run
 def render_document(result_paths: list[Path], doc_path: Path) -> str:
     """docs/BENCHMARKS.md from stored results files and knob-search reports (plots next to them,
     regenerated here)."""
-    from ..tuning.search_report import is_search_report, plot_search, render_search
-
     doc_path = Path(doc_path)
     sections, total_minutes = [], 0.0
     for path in result_paths:

@@ -28,6 +28,7 @@ from ..target import resolve_target, target_to_string
 from .measure import LocalMeasurer, MeasureOptions, RPCMeasurer
 from .records import read_records
 from .schedules import distill, schedule_path, write_schedule_file
+from .search_report import trials_to_reach
 from .tuner import tune_dual_kernel
 from .gate_workload import GateWorkload
 from .workload import DualWorkload
@@ -218,8 +219,6 @@ def _tune_dense(workloads: list[DualWorkload], target, args: argparse.Namespace)
 
 def _compare(report: list[dict]) -> None:
     """Trials each strategy needed to reach 95% of the best speed either found, per workload."""
-    from .search_report import trials_to_reach
-
     for key in dict.fromkeys(r["workload"] for r in report):
         runs = {r["strategy"]: r for r in report if r["workload"] == key}
         best = min(r["best_time_s"] for r in runs.values() if r["best_time_s"])

@@ -73,8 +73,9 @@ def tune_dual_kernel(
     time is the median of all its measurements (the records keep every one). Even so, the winner of
     ~50 noisy candidates is often lucky (on znver5 the demo MLP's winners were 8-20% slower than
     the defaults in a separate side-by-side run), so last the best and the default are measured
-    `verify_rounds` more times each, alternately (and the next best likewise if the lead moves); schedules.distill keeps the default unless the
-    best beats it by KEEP_MARGIN over all those measurements."""
+    `verify_rounds` more times each, alternately (and the next best likewise if the lead moves);
+    schedules.distill keeps the default unless the best beats it by KEEP_MARGIN over all those
+    measurements."""
     if strategy not in ("xgb", "random"):
         raise ValueError(f"strategy must be 'xgb' or 'random', got {strategy!r}")
     target = target_to_string(measurer.target)
@@ -136,7 +137,10 @@ def tune_dual_kernel(
     # Verification: a finalist whose lead does not survive hands the lead to the next, which is
     # verified in turn (three at most).
     verified: set[DualKernelConfig] = set()
-    while verify_rounds and default in measured and result.best_config not in (None, default, *verified) and len(verified) < 3:
+    while (
+        verify_rounds and default in measured and len(verified) < 3
+        and result.best_config not in (None, default, *verified)
+    ):
         finalist = result.best_config
         verified.add(finalist)
         for i in range(verify_rounds):
