@@ -10,6 +10,8 @@ from tvm_dual.kernels.dual_dense import DualDenseShape, DualKernelConfig
 
 CONFIGS = [
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=64, tasks=3, parallel_projection_min=0),
+    DualKernelConfig(rows_per_group=8, lanes=16, little_block=16, blocks_per_span=4, prefetch=True, little_compute="i16"),
+    DualKernelConfig(rows_per_group=2, lanes=8, little_block=32, blocks_per_span=2, tasks=3, parallel_projection_min=0),
     DualKernelConfig(little_compute="i16"),
     DualKernelConfig(rows_per_group=2, lanes=8, little_block=32, tasks=2, parallel_projection_min=0, little_compute="i16"),
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=64),

@@ -20,6 +20,7 @@ import tvm_ffi
 from tvm import relax
 
 from .frontend import TensorSpec
+from .huge_pages import constants_on_huge_pages
 from .target import missing_host_features, resolve_target
 
 METADATA_FUNC = "tvm_dual_metadata"
@@ -207,6 +208,7 @@ class DualModule:
         self._lock = threading.Lock()
         self._vm = None
         self._main = None
+        self.huge_page_bytes = 0  # bytes of constants on 2 MiB pages, once the VM exists (huge_pages.py)
         self.reset_stats()
 
     # ---- calling -----------------------------------------------------------------------------
@@ -228,6 +230,8 @@ class DualModule:
                     f"and run it on such a machine, or compile with target=None for this host."
                 )
             self._vm = relax.VirtualMachine(self._executable, tvm.cpu())
+            probe = [np.zeros(spec.shape, dtype=spec.dtype) for spec in self._inputs]
+            self.huge_page_bytes = constants_on_huge_pages(self._executable, probe)
         return self._vm
 
     def __call__(self, *inputs):

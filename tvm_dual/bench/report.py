@@ -302,6 +302,10 @@ def _engine_details(results: dict[str, Any]) -> list[str]:
                 f"CPU capabilities {', '.join(record['cpu_capabilities'])}"
             )
     for name, entry in engines.items():
+        huge = {r["huge_page_bytes"] for r in results["records"] if r["engine"] == name and "huge_page_bytes" in r}
+        if huge:
+            mib = "/".join(f"{b / 2**20:.0f}" for b in sorted(huge))
+            lines.append(f"- {entry['label']}: constants on 2 MiB pages: {mib} MiB (tvm_dual/huge_pages.py)")
         for variant in entry.get("variants", []):
             info = variant["info"]
             if "tuned_tasks" in info:

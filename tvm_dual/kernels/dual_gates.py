@@ -104,6 +104,9 @@ class GateShape:
 @functools.lru_cache(maxsize=None)
 def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug: bool, vector_bits: int = 256) -> tirx.PrimFunc:
     """The kernel over symbolic shapes; make_dual_gates specializes it."""
+    if config.blocks_per_span != 1:
+        # a span would have to order the GRU's n decisions after all of its r rows; not built yet
+        raise ValueError(f"the gate kernel reads one block at a time: blocks_per_span must be 1, got {config.blocks_per_span}")
     G, L, NB = config.rows_per_group, config.lanes, config.little_block
     proj_min, tasks = config.parallel_projection_min, config.tasks
     NG = CELLS[cell]

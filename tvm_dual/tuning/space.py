@@ -16,6 +16,7 @@ KNOB_VALUES: dict[str, tuple] = {
     "lanes": (8, 16, 32, 64),
     "little_block": (16, 32, 64, 128),
     "prefetch": (False, True),
+    "blocks_per_span": (1, 4, 16),
     "tasks": (0, 2, 4, 8),
     "parallel_projection_min": (0, 65536, 2**31 - 1),  # always / when large / never in parallel
     "little_compute": ("f32", "i16"),
@@ -23,7 +24,7 @@ KNOB_VALUES: dict[str, tuple] = {
 
 
 def config_space(knobs: dict[str, tuple] = KNOB_VALUES, little_compute: tuple[str, ...] | None = None) -> list[DualKernelConfig]:
-    """All valid configurations (2,300+ with the default knob values)."""
+    """All valid configurations (7,000+ with the default knob values)."""
     names = list(knobs)
     out = []
     for values in itertools.product(*(knobs[n] for n in names)):
@@ -67,6 +68,8 @@ def features(config: DualKernelConfig, shape: ShapeFeatures) -> np.ndarray:
             float(config.prefetch),
             float(config.tasks),
             float(config.tasks == 0),
+            math.log2(config.blocks_per_span),
+            math.ceil(blocks / config.blocks_per_span),  # spans: the parallel tasks
             float(shape.batch * shape.rank * shape.k >= config.parallel_projection_min),
             float(config.little_compute == "i16"),
             config.rows_per_group * config.lanes,

@@ -59,7 +59,11 @@ class KernelReplay:
         import tvm
         from tvm import relax
 
+        from ...huge_pages import constants_on_huge_pages
+
         library = tvm.runtime.load_module(str(path))
+        # the weights on 2 MiB pages, as DualModule puts them
+        self.huge_page_bytes = constants_on_huge_pages(library, list(probe_inputs))
         vm = relax.VirtualMachine(library, tvm.cpu())
         calls: list[tuple[str, tuple]] = []
 

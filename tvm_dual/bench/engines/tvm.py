@@ -56,7 +56,7 @@ def _dual_runner(path: Path, prepared: dict[str, Any]) -> Runner:
         native=lambda inputs: tuple(aligned_copy(a) for a in inputs),
         outputs=to_numpy_leaves,
         reset=module.reset_stats,
-        report=lambda: dual_report(module, prepared["footprint_bytes"]),
+        report=lambda: {**dual_report(module, prepared["footprint_bytes"]), "huge_page_bytes": module.huge_page_bytes},
     )
 
 
@@ -75,7 +75,7 @@ def _replay_runner(context: LoadContext, path: Path) -> Runner:
         module.reset_stats()
         for x in inputs:
             module(*(aligned_copy(a) for a in x))
-        return dual_report(module, context.prepared["footprint_bytes"])
+        return {**dual_report(module, context.prepared["footprint_bytes"]), "huge_page_bytes": replay.huge_page_bytes}
 
     return Runner(
         call=replay.run,
