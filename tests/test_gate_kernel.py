@@ -15,6 +15,11 @@ CONFIGS = [
     DualKernelConfig(rows_per_group=8, lanes=8, little_block=32, little_compute="i16"),
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, parallel_projection_min=0, little_compute="i16"),
 ]
+SPAN_CONFIGS = [
+    DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, blocks_per_span=4, little_compute="i16"),
+    DualKernelConfig(rows_per_group=2, lanes=8, little_block=16, blocks_per_span=2, tasks=2, prefetch=True),
+]
+CONFIGS += SPAN_CONFIGS
 
 
 def _inputs(rng, shape, specials):
@@ -47,6 +52,19 @@ def test_gate_kernel_matches_reference(cell, fused, batch, hidden, input_size, r
     h, x, addend = _inputs(rng, shape, specials)
     scale = threshold_scale if np.isfinite(threshold_scale) else 1e30
     t = np.abs(rng.normal(0, scale, shape.gates * hidden)).astype(np.float32)
+    check_gates(shape, config, weights, little, h, x, addend, -t, t)
+
+
+@pytest.mark.parametrize("config", SPAN_CONFIGS)
+@pytest.mark.parametrize("cell,fused", [("lstm", True), ("gru", True), ("gru", False)])
+def test_spans_of_blocks_match_reference(cell, fused, config):
+    """Several blocks per span, a ragged last span and last block: one compaction per span, and the
+    GRU n decisions after all of the span's r rows."""
+    rng = np.random.default_rng(7)
+    shape = GateShape(cell=cell, batch=2, hidden=75, input_size=29, rank=7, fused=fused)
+    weights, little = random_layer(rng, shape)
+    h, x, addend = _inputs(rng, shape, True)
+    t = np.abs(rng.normal(0, 0.5, shape.gates * 75)).astype(np.float32)
     check_gates(shape, config, weights, little, h, x, addend, -t, t)
 
 

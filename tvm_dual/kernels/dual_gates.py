@@ -8,9 +8,10 @@ PyTorch exported it:
     out_h + out_x = the gate pre-activations, gate by gate, except the GRU candidate gate n, whose
     graph is tanh(x_n + r * h_n): there out_x holds x_n and out_h holds h_n.
 
-Work is split in blocks of NB hidden units; a block owns every gate row of its units, so the GRU's
-n gate can use its own units' final r without a second parallel region. Per block:
-  1. little values of all gate rows of the block (int8 weights, one shared projection z = P u;
+Work is split in blocks of NB hidden units, and blocks in spans of S (DualKernelConfig.blocks_per_span,
+as in dual_dense: a span's rows are read as one stream); a span owns every gate row of its units,
+so the GRU's n gate can use its own units' final r without a second parallel region. Per span:
+  1. little values of all gate rows of the span, block by block (int8 weights, one shared projection z = P u;
      float32 or integer arithmetic, DualKernelConfig.little_compute, kernels/little_module.py),
   2. per gate g, sensitive rows: lo[g] <= v <= hi[g] (or v not finite), where v is the little
      value (+ the exact x term in hoisted mode); a row is read if any sample needs it,
@@ -104,10 +105,7 @@ class GateShape:
 @functools.lru_cache(maxsize=None)
 def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug: bool, vector_bits: int = 256) -> tirx.PrimFunc:
     """The kernel over symbolic shapes; make_dual_gates specializes it."""
-    if config.blocks_per_span != 1:
-        # a span would have to order the GRU's n decisions after all of its r rows; not built yet
-        raise ValueError(f"the gate kernel reads one block at a time: blocks_per_span must be 1, got {config.blocks_per_span}")
-    G, L, NB = config.rows_per_group, config.lanes, config.little_block
+    G, L, NB, S = config.rows_per_group, config.lanes, config.little_block, config.blocks_per_span
     proj_min, tasks = config.parallel_projection_min, config.tasks
     NG = CELLS[cell]
     NL = little_groups(cell, fused)
@@ -151,7 +149,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         return yl[b, g * HP + j] + addend_value(addend, b, g, j, H)
 
     def n_decision(yl, addend, b, j, HP, H):
-        """The GRU n gate's pre-activation x_n + r * h_n, with this block's final r."""
+        """The GRU n gate's pre-activation x_n + r * h_n, with this span's final r."""
         r_gate = fast_sigmoid(decision_value(yl, addend, b, 0, j, HP, H))
         if fused:
             return yl[b, 2 * HP + j] + r_gate * yl[b, 3 * HP + j]
@@ -168,10 +166,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 out_x[b, g * H + j] = T.float32(0)
 
     @T.macro
-    def block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
-              slot, blk_count, little_out, nb, B, H, I, KJ, R, HP, RH):
+    def little_block(WLB, WLs, bL, z, zq, zs, bad, yl, little_out, nb, B, R, HP, RH):
         c0: T.let = nb * NB
-        base: T.let = nb * (NG * NB)
         # 1. little values of every row group of the block, NL * NB accumulators
         acc2 = T.alloc_buffer((NL * NB,), "float32")
         acc2q = T.alloc_buffer((NL * NB,), "int32")
@@ -200,18 +196,59 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 for l in range(NL):
                     for v in range(NB):
                         little_out[b, l * HP + c0 + v] = yl[b, l * HP + c0 + v]
-        # 2. joint gates: mask and compaction (branch-free; padded units never count)
-        cnt = T.alloc_buffer((1,), "int32")
-        hit = T.alloc_buffer((1,), "int32")
-        cnt[0] = 0
+
+    @T.macro
+    def joint_mask_block(yl, addend, lo, hi, sens, nb, B, H, HP):
+        c0: T.let = nb * NB
         for b in range(B):
             for g in range(NJ):
                 for v in T.vectorized(NB):
                     sens[b, g * HP + c0 + v] = T.Cast(
                         "int8", sensitive(decision_value(yl, addend, b, g, c0 + v, HP, H), lo[g * HP + c0 + v], hi[g * HP + c0 + v])
                     )
+
+    @T.macro
+    def n_mask_block(yl, addend, lo, hi, sens, nb, B, H, HP):
+        c0: T.let = nb * NB
+        for b in range(B):
+            for v in T.vectorized(NB):
+                sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
+            if fused:
+                for v in T.vectorized(NB):
+                    sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
+
+    @T.macro
+    def outputs_block(out_h, out_x, yl, nb, B, H, HP):
+        # out_h + out_x = pre-activations; GRU n: out_x = x_n, out_h = h_n
+        c0: T.let = nb * NB
+        for b in range(B):
+            for g in T.unroll(NG):
+                if c0 + NB <= H:
+                    for v in T.vectorized(NB):
+                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
+                else:
+                    for v in range(H - c0):
+                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
+
+    @T.macro
+    def span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
+             slot, span_count, little_out, s, B, H, I, KJ, R, HP, RH, NBT):
+        b0: T.let = s * S
+        nblk: T.let = T.min(S, NBT - b0)
+        c0: T.let = b0 * NB
+        width: T.let = nblk * NB
+        base: T.let = b0 * (NG * NB)
+        # 1. little values of every row group of the span's blocks
+        for i in range(nblk):
+            little_block(WLB, WLs, bL, z, zq, zs, bad, yl, little_out, b0 + i, B, R, HP, RH)
+        # 2. joint gates: masks, one compaction over the span (branch-free; padded units never count), its rows
+        for i in range(nblk):
+            joint_mask_block(yl, addend, lo, hi, sens, b0 + i, B, H, HP)
+        cnt = T.alloc_buffer((1,), "int32")
+        hit = T.alloc_buffer((1,), "int32")
+        cnt[0] = 0
         for g in range(NJ):
-            for v in range(NB):
+            for v in range(width):
                 hit[0] = 0
                 for b in range(B):
                     hit[0] = T.max(hit[0], T.Cast("int32", sens[b, g * HP + c0 + v]))
@@ -225,15 +262,11 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         hit2 = T.alloc_buffer((1,), "int32")
         cnt2[0] = 0
         if gru:
-            # 3. GRU n gate: decided on x_n + r * h_n with this block's final r
-            base2: T.let = base + NJ * NB
-            for b in range(B):
-                for v in T.vectorized(NB):
-                    sens[b, 2 * HP + c0 + v] = T.Cast("int8", sensitive(n_decision(yl, addend, b, c0 + v, HP, H), lo[2 * HP + c0 + v], hi[2 * HP + c0 + v]))
-                if fused:
-                    for v in T.vectorized(NB):
-                        sens[b, 3 * HP + c0 + v] = sens[b, 2 * HP + c0 + v]
-            for v in range(NB):
+            # 3. GRU n gate: decided on x_n + r * h_n with the span's final r
+            base2: T.let = base + NJ * width
+            for i in range(nblk):
+                n_mask_block(yl, addend, lo, hi, sens, b0 + i, B, H, HP)
+            for v in range(width):
                 hit2[0] = 0
                 for b in range(B):
                     hit2[0] = T.max(hit2[0], T.Cast("int32", sens[b, 2 * HP + c0 + v]))
@@ -250,16 +283,10 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
             else:
                 gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
-        # 4. outputs (out_h + out_x = pre-activations; GRU n: out_x = x_n, out_h = h_n)
-        for b in range(B):
-            for g in T.unroll(NG):
-                if c0 + NB <= H:
-                    for v in T.vectorized(NB):
-                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
-                else:
-                    for v in range(H - c0):
-                        write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
-        blk_count[nb] = cnt[0] + cnt2[0]
+        # 4. outputs
+        for i in range(nblk):
+            outputs_block(out_h, out_x, yl, b0 + i, B, H, HP)
+        span_count[s] = cnt[0] + cnt2[0]
 
     @T.macro
     def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
@@ -270,7 +297,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         sens = T.alloc_buffer((B, NL * HP), "int8")
         idx = T.alloc_buffer((NBT * NG * NB,), "int32")
         slot = T.alloc_buffer((NBT * NG * NB,), "int32")
-        blk_count = T.alloc_buffer((NBT,), "int32")
+        span_count = T.alloc_buffer((NBT,), "int32")  # one per span; spans <= blocks
         xq = T.alloc_buffer((B, KP) if i16 else (1, 1), "int16")  # "i16" mode state
         zq = T.alloc_buffer((B, 2 * RH) if i16 else (1, 1), "int16")
         xs = T.alloc_buffer((B,), "float32")
@@ -309,18 +336,19 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 for b in range(B):
                     proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, xin, b, KJ)
                     z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
+        NST: T.let = (NBT + S - 1) // S
         if tasks == 0:
-            for nb in T.parallel(NBT):
-                block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
-                      idx, slot, blk_count, little_out, nb, B, H, I, KJ, R, HP, RH)
+            for sp in T.parallel(NST):
+                span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
+                     idx, slot, span_count, little_out, sp, B, H, I, KJ, R, HP, RH, NBT)
         else:
             for task in T.parallel(tasks):
-                for i in range((NBT + tasks - 1 - task) // tasks):
-                    block(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
-                          sens, idx, slot, blk_count, little_out, task + i * tasks, B, H, I, KJ, R, HP, RH)
+                for i in range((NST + tasks - 1 - task) // tasks):
+                    span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
+                         sens, idx, slot, span_count, little_out, task + i * tasks, B, H, I, KJ, R, HP, RH, NBT)
         count[0] = 0
-        for nb in range(NBT):
-            count[0] = count[0] + blk_count[nb]
+        for sp in range(NST):
+            count[0] = count[0] + span_count[sp]
         if debug:
             for b, n in T.grid(B, NL * HP):
                 sens_out[b, n] = sens[b, n]
