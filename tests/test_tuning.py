@@ -180,6 +180,22 @@ def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
     assert Record.from_json(json.dumps(old)).method == "warm"
 
 
+def test_withdrawn_shapes_stay_out_when_the_records_are_distilled_again(tmp_path):
+    from tvm_dual.tuning.schedules import ScheduleEntry
+
+    target, key = host_target(), WORKLOAD.shape_key
+    tuned = next(c for c in config_space() if c != WORKLOAD.default_config(target))
+    path = schedule_path(target, tmp_path)
+    path.write_text(json.dumps({"format": 1, "target": "t", "withdrawn": {key: "slower in the benchmark"}, "entries": {}}))
+    write_schedule_file(path, "t", {key: ScheduleEntry(tuned, 1e-4, WORKLOAD, 5, "cold")})
+    config, source = lookup(WORKLOAD.shape, target, tmp_path)
+    assert config is None and "shape not tuned" in source
+    assert json.loads(path.read_text())["withdrawn"] == {key: "slower in the benchmark"}
+    path.write_text(json.dumps({"format": 1, "target": "t", "withdrawn": ["not", "a", "map"], "entries": {}}))
+    with pytest.raises(ScheduleError, match="'withdrawn' must map"):
+        write_schedule_file(path, "t", {})
+
+
 def test_untuned_shape_falls_back_to_defaults(tmp_path):
     target = host_target()
     write_schedule_file(schedule_path(target, tmp_path), "t", {})

@@ -123,17 +123,31 @@ def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
     return entries
 
 
+def read_withdrawn(path: str | os.PathLike) -> dict[str, str]:
+    """The file's "withdrawn" map: shape key -> why its tuned entry was taken out after a check
+    outside the tuner (scripts/check_schedules.py, a benchmark)."""
+    with open(path) as f:
+        withdrawn = json.load(f).get("withdrawn", {})
+    if not isinstance(withdrawn, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in withdrawn.items()):
+        raise ScheduleError(f"{path}: 'withdrawn' must map shape keys to reasons")
+    return withdrawn
+
+
 def write_schedule_file(path: str | os.PathLike, target: str, entries: dict[str, ScheduleEntry]) -> None:
     """Merge `entries` (distilled from the records, which are the evidence) into the file: they
-    replace the file's entries of the same shapes, except a cold-cache entry by a warm one."""
+    replace the file's entries of the same shapes, except a cold-cache entry by a warm one. Shapes
+    the file lists as withdrawn get no entry: the records that made them stay in the logs, and a
+    later distillation would otherwise ship them again."""
     merged = read_schedule_file(path) if os.path.exists(path) else {}
+    withdrawn = read_withdrawn(path) if os.path.exists(path) else {}
     for key, entry in entries.items():
         old = merged.get(key)
-        if old is None or METHODS.index(entry.method) <= METHODS.index(old.method):
+        if key not in withdrawn and (old is None or METHODS.index(entry.method) <= METHODS.index(old.method)):
             merged[key] = entry
     data = {
         "format": FORMAT,
         "target": target,
+        **({"withdrawn": withdrawn} if withdrawn else {}),
         "entries": {
             key: {"config": e.config.to_dict(), "time_s": e.time_s, "workload": e.workload.to_dict(), "measured": e.measured,
                   "method": e.method}
