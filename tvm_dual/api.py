@@ -130,7 +130,7 @@ def _plan_layers(
                 hi=np.zeros(site.n, np.float32),
                 target_ratio=ratios[site.key],
                 calibration_ratio=float("nan"),
-                kernel=tuned or default_kernel_config(target, site.n, site.k),
+                kernel=tuned or default_kernel_config(target, site.n),
                 schedule_source=source,
             )
         )

@@ -13,18 +13,18 @@ from .little import LittleModule
 from .target import default_little_compute, vector_bits
 
 
-def default_kernel_config(target: Target, n: int | None = None, k: int | None = None) -> DualKernelConfig:
+def default_kernel_config(target: Target, n: int | None = None) -> DualKernelConfig:
     """Untuned defaults: eight gathered rows with one vector register of accumulators each (as the
     gate kernel and the dense GEMV; four rows with two registers were 3-8% slower on 4096 x 1024 at
     half the rows, Zen 3, 1 and 2 threads, hot and cold), the integer little module wherever x86
-    has a multiply-add of int16 pairs, and for an (n, k) weight spans of blocks by its size
-    (dual_dense.default_blocks_per_span)."""
+    has a multiply-add of int16 pairs, and for a layer of n outputs the longest spans of blocks that
+    still leave MIN_SPANS parallel tasks (dual_dense.default_blocks_per_span)."""
     config = DualKernelConfig(
         rows_per_group=8, lanes=register_lanes(vector_bits(target)), little_compute=default_little_compute(target)
     )
-    if n is None or k is None:
+    if n is None:
         return config
-    return replace(config, blocks_per_span=default_blocks_per_span(n, k, config.little_block))
+    return replace(config, blocks_per_span=default_blocks_per_span(n, config.little_block))
 
 
 @dataclass

@@ -22,8 +22,8 @@ span decides all of its blocks first, then reads its rows back to back, so the s
 memory-level parallelism of G rows in flight) does not drain at every block boundary while the
 next block's little module runs. On 4096 x 1024 at half the rows, Zen 5, cold: 16 blocks per span
 took 0.91x (1 thread) and 0.94x (2 threads) the time of 1 (see docs/ARCHITECTURE.md for the run).
-A span is also the unit of parallel work: a small layer runs fastest as one span on one thread
-(a parallel region costs more than it saves), a large one needs several; default_blocks_per_span.
+A span is also the unit of parallel work, so spans that are too long leave threads idle;
+default_blocks_per_span.
 
 Layout: the little weights are stored in column blocks, WLB[nb, r, v] = WL[nb * NB + v, r], so
 that a task streams one contiguous R x NB block and keeps NB accumulators in registers. Per-row
@@ -59,12 +59,13 @@ from .row_dot import check_group, make_row_group_dot, specialize
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
 BLOCKS_PER_SPAN = (1, 2, 4, 8, 16)
-# Defaults: a layer gets a parallel span per 2 MiB of weight, up to 4 (tasks for up to 4 threads;
-# this VM has 2). Zen 5, cold, half the rows, scripts/check_schedules.py: one span instead of four
-# took 0.73-0.74x the time on 256 x 512 and 0.84-0.89x on 512 x 784 (1 and 2 threads); on
-# 4096 x 1024, 16 blocks per span (4 spans) 0.91x / 0.94x the time of 64 spans of one block.
+# Default spans stop growing at 4 parallel tasks (for up to 4 threads; this VM has 2). On 4096 x 1024
+# (Zen 5, cold, half the rows) 16 blocks per span took 0.91x / 0.94x the time of one block per span
+# at 1 / 2 threads. Fewer spans than that are not the default although the tuner's measurement
+# (caches flushed by clflush) liked one span on the demo MLP's layers: with the caches flushed by
+# reading 64 MiB, and with the weights in cache, one span took up to 2x longer on 512 x 784 at
+# 2 threads (scratch runs, 2026-12-02 09:10-09:20; schedules/README.md).
 MIN_SPANS = 4
-SPAN_MIN_BYTES = 2 << 20
 MAX_KERNEL_BATCH = 4096  # the kernel itself is correct beyond MAX_BATCH; calibration runs it at large batch
 
 
@@ -378,12 +379,10 @@ def make_dual_dense(
     return specialize(template, shapes, shape.name + ("_debug" if debug else ""))
 
 
-def default_blocks_per_span(n: int, k: int, little_block: int) -> int:
-    """Blocks per span for an (n, k) weight: one span (no parallel work) per SPAN_MIN_BYTES of it, at
-    most MIN_SPANS spans, as few blocks per span as give that many."""
+def default_blocks_per_span(n: int, little_block: int) -> int:
+    """The most blocks per span that leave at least MIN_SPANS spans (parallel tasks) for n outputs."""
     blocks = ceil_div(n, little_block)
-    spans = min(MIN_SPANS, max(1, ceil_div(4 * n * k, SPAN_MIN_BYTES)))
-    return next((s for s in BLOCKS_PER_SPAN if ceil_div(blocks, s) <= spans), BLOCKS_PER_SPAN[-1])
+    return max(s for s in BLOCKS_PER_SPAN if s == 1 or ceil_div(blocks, s) >= MIN_SPANS)
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -69,7 +69,7 @@ class DualWorkload:
 
     def default_config(self, target) -> DualKernelConfig:
         """The knobs compile_dual uses when this shape was never tuned."""
-        return default_kernel_config(target, self.n, self.k)
+        return default_kernel_config(target, self.n)
 
     def result(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, int]:
         """(y, rows read) from the kernel's outputs."""
