@@ -103,7 +103,7 @@ def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
     return best
 
 
-def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
+def _load(path: str | os.PathLike) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -111,6 +111,10 @@ def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
         raise ScheduleError(f"{path}: not a readable schedule file ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
         raise ScheduleError(f"{path}: not a tvm_dual schedule file of format {FORMAT}")
+    return data
+
+
+def _entries(path: str | os.PathLike, data: dict) -> dict[str, ScheduleEntry]:
     entries = {}
     for key, e in data["entries"].items():
         try:
@@ -123,14 +127,17 @@ def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
     return entries
 
 
-def read_withdrawn(path: str | os.PathLike) -> dict[str, str]:
+def _withdrawn(path: str | os.PathLike, data: dict) -> dict[str, str]:
     """The file's "withdrawn" map: shape key -> why its tuned entry was taken out after a check
     outside the tuner (scripts/check_schedules.py, a benchmark)."""
-    with open(path) as f:
-        withdrawn = json.load(f).get("withdrawn", {})
+    withdrawn = data.get("withdrawn", {})
     if not isinstance(withdrawn, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in withdrawn.items()):
         raise ScheduleError(f"{path}: 'withdrawn' must map shape keys to reasons")
     return withdrawn
+
+
+def read_schedule_file(path: str | os.PathLike) -> dict[str, ScheduleEntry]:
+    return _entries(path, _load(path))
 
 
 def write_schedule_file(path: str | os.PathLike, target: str, entries: dict[str, ScheduleEntry]) -> None:
@@ -138,8 +145,8 @@ def write_schedule_file(path: str | os.PathLike, target: str, entries: dict[str,
     replace the file's entries of the same shapes, except a cold-cache entry by a warm one. Shapes
     the file lists as withdrawn get no entry: the records that made them stay in the logs, and a
     later distillation would otherwise ship them again."""
-    merged = read_schedule_file(path) if os.path.exists(path) else {}
-    withdrawn = read_withdrawn(path) if os.path.exists(path) else {}
+    existing = _load(path) if os.path.exists(path) else {"entries": {}}
+    merged, withdrawn = _entries(path, existing), _withdrawn(path, existing)
     for key, entry in entries.items():
         old = merged.get(key)
         if key not in withdrawn and (old is None or METHODS.index(entry.method) <= METHODS.index(old.method)):
