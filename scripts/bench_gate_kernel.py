@@ -2,7 +2,9 @@
 
 Random weights, and per-row thresholds that make a given fraction of gate rows sensitive; the
 selection changes every call (32 selections in rotation), as a real token stream's does, so rows
-come from memory rather than from the cache lines the previous call left behind. Configurations
+come from memory rather than from the cache lines the previous call left behind (the weights of a
+750-unit layer still fit a 32 MiB L3; --cold flushes the caches before every timed call, as the
+benchmark suite's cold tables do). Configurations
 are interleaved in a different order each round; the result is the median over rounds.
 
     python scripts/bench_gate_kernel.py --cell lstm --hidden 750 --sensitive 0.5 \
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
 import tvm
 
+from tvm_dual.bench.timing import CacheFlusher
 from tvm_dual.kernels.dual_dense import DualKernelConfig
 from tvm_dual.kernels.dual_gates import CELLS, GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
 from tvm_dual.target import host_target, vector_bits
@@ -35,6 +39,7 @@ def main() -> None:
     ap.add_argument("--sensitive", type=float, default=0.5, help="fraction of gate rows computed exactly")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=300, help="timed calls per configuration and round")
+    ap.add_argument("--cold", action="store_true", help="read 128 MiB before every timed call (median of the calls)")
     args = ap.parse_args()
 
     H, R = args.hidden, args.rank
@@ -75,15 +80,25 @@ def main() -> None:
 
     per_config = [constants(c) for c in configs]
     times: list[list[float]] = [[] for _ in configs]
+    flush = CacheFlusher(128 << 20, int(os.environ.get("TVM_NUM_THREADS", "1"))) if args.cold else None
     for rnd in range(args.rounds):
         for ci in np.random.default_rng(rnd).permutation(len(configs)):
             kernel, consts = kernels[ci], per_config[ci]
             for i in range(50):
                 kernel(xs[0], hs[0], *weights, *consts[i % 32], *outputs)
-            start = time.perf_counter()
+            if flush is None:
+                start = time.perf_counter()
+                for i in range(args.calls):
+                    kernel(xs[i % 8], hs[i % 8], *weights, *consts[i % 32], *outputs)
+                times[ci].append((time.perf_counter() - start) / args.calls * 1e6)
+                continue
+            calls = []
             for i in range(args.calls):
+                flush()
+                start = time.perf_counter()
                 kernel(xs[i % 8], hs[i % 8], *weights, *consts[i % 32], *outputs)
-            times[ci].append((time.perf_counter() - start) / args.calls * 1e6)
+                calls.append(time.perf_counter() - start)
+            times[ci].append(float(np.median(calls)) * 1e6)
     rows = int(outputs[1].numpy()[0])
     print(f"{args.cell.upper()} hidden {H} input {I} rank {R}: {rows} of {ng * H} gate rows exact in the last call")
     for text, t in zip(args.configs, times):

@@ -14,7 +14,7 @@ from tvm_dual.frontend import import_model
 from tvm_dual.kernels.dual_dense import DualKernelConfig
 from tvm_dual.little import LittleConfig, fit_little_module
 from tvm_dual.recurrent import RecurrentConfig, RecurrentLayerPlan, RecurrentPlan, find_recurrent_sites
-from tvm_dual.recurrent_calibrate import site_weights
+from tvm_dual.recurrent_calibrate import default_gate_kernel_config, site_weights
 from tvm_dual.target import host_target
 from tvm_dual.transform.pipeline import compile_module, rewrite_passes
 from tvm_dual.transform.recurrent_gate_rewrite import RecurrentGateRewrite
@@ -90,7 +90,7 @@ def test_bad_state_shape_and_sequence_length_are_rejected(compiled_cases):
         mod(torch.randn(5, 3, 11), h, c)
 
 
-def _all_exact_plan(model, inputs, mode):
+def _all_exact_plan(model, inputs, mode, kernel):
     """A plan whose thresholds make every gate row sensitive: the kernel computes every row
     exactly, so the rewritten model must equal PyTorch (the graph surgery, without approximation)."""
     imported = import_model(model, inputs)
@@ -105,18 +105,27 @@ def _all_exact_plan(model, inputs, mode):
         plan.layers[site.key] = RecurrentLayerPlan(
             name=site.name, key=site.key, cell=site.cell, fused=fused, hidden=site.hidden, input_size=site.input_size,
             batch=site.batch, little=little, lo=np.full(n, -np.inf, np.float32), hi=np.full(n, np.inf, np.float32),
-            target_ratio=0.0, calibration_ratio=0.0, gate_ratios={}, kernel=DualKernelConfig(little_block=16),
+            target_ratio=0.0, calibration_ratio=0.0, gate_ratios={},
+            kernel=kernel or default_gate_kernel_config(host_target(), site.hidden),
         )
     return imported, sites, plan
 
 
-@pytest.mark.parametrize("cell,mode", [("lstm", "fused"), ("gru", "hoisted")])
-def test_gate_rewrite_with_every_row_exact_matches_pytorch(cell, mode):
+# hidden 256 with the default knobs: 8 blocks of 32 units in spans of 2 (the default rule), on
+# the path compile_dual takes for an untuned shape
+@pytest.mark.parametrize("cell,mode,hidden,kernel", [
+    ("lstm", "fused", 37, DualKernelConfig(little_block=16)),
+    ("gru", "hoisted", 37, DualKernelConfig(little_block=16)),
+    ("gru", "fused", 256, None),
+])
+def test_gate_rewrite_with_every_row_exact_matches_pytorch(cell, mode, hidden, kernel):
+    if kernel is None:
+        assert default_gate_kernel_config(host_target(), hidden).blocks_per_span == 2
     torch.manual_seed(2)
-    case = (cell, 2, 37, mode == "fused", True, 2, 3)
+    case = (cell, 2, hidden, mode == "fused", True, 2, 3)
     model = Recurrent(*case[:5]).eval()
     inputs = _inputs(*case)
-    imported, sites, plan = _all_exact_plan(model, inputs, mode)
+    imported, sites, plan = _all_exact_plan(model, inputs, mode, kernel)
     assert len(sites) == 2 and all(len(s.steps) == 3 for s in sites)
     mod = tvm.transform.Sequential([RecurrentGateRewrite(plan), *rewrite_passes(None, report_counters=True)])(imported.mod)
     assert "R.matmul" not in mod["main"].script(show_meta=False) or mode == "hoisted"
@@ -127,7 +136,7 @@ def test_gate_rewrite_with_every_row_exact_matches_pytorch(cell, mode):
     got = [result[0], result[1], result[2]] if cell == "lstm" else [result[0], result[1]]
     assert max(float(np.abs(g.numpy() - e.numpy()).max()) for g, e in zip(got, expected)) <= 1e-5
     gates = 4 if cell == "lstm" else 3
-    assert counters.numpy().tolist() == [gates * 37] * 6  # 2 layers x 3 steps, every row read
+    assert counters.numpy().tolist() == [gates * hidden] * 6  # 2 layers x 3 steps, every row read
 
 
 class CellStep(nn.Module):

@@ -23,7 +23,7 @@ import tvm_ffi
 from . import calibrate
 from .frontend import ImportedModel
 from .gate_allocation import gate_ratios
-from .kernels.dual_dense import DualKernelConfig
+from .kernels.dual_dense import DualKernelConfig, default_blocks_per_span
 from .kernels.dual_gates import GATES
 from .target import vector_bits
 from .tuning.gate_workload import GateWorkload
@@ -146,18 +146,30 @@ def gate_thresholds(
     return -bound, bound, fractions
 
 
-def default_gate_kernel_config(target: tvm.target.Target) -> DualKernelConfig:
+def default_gate_kernel_config(target: tvm.target.Target, hidden: int | None = None) -> DualKernelConfig:
     """Untuned gate-kernel knobs: the dense dual kernel's (plan.default_kernel_config: eight gathered
     rows with one vector register of accumulators each, the integer little module on x86) with 32
-    units per block. Half the rows exact, rotating
-    selections, Zen 3 (AVX2), 1 / 2 threads: LSTM-750 751 / 307 us with the previous lanes=32
-    (LLVM reports a 512-bit vector width for znver3, which has no AVX-512, so the accumulators
-    spilled), 622 / 270 us with 16 lanes x 4 rows, 467 / 210 us with these; GRU-750 544 / 201,
-    440 / 173, 362 / 151 us (scripts/bench_gate_kernel.py, docs/RESULTS.md). Since the masks are
-    vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU 248 / 121 vs
-    229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us before, 43 us
-    with vectorized masks, 22 us with the integer little module as well."""
-    return dataclasses.replace(default_kernel_config(target), little_block=32)
+    units per block and, for a layer of `hidden` units, its rule for spans (the longest that leave
+    MIN_SPANS parallel tasks: 4 blocks per span for 750 units).
+
+    Spans, Zen 5, half the gate rows exact, caches flushed before every call (scripts/
+    bench_gate_kernel.py --cold, 2026-12-02): LSTM-750 377 -> 352 us at one thread, 238 -> 238 at
+    two; GRU-750 320 -> 300 and 208 -> 198 (one block per span -> four). Longer spans were faster
+    still at one thread (LSTM 332 us with 8) but slower at two (274 us: 3 spans for 2 threads).
+    With the weights in the L3 cache (the same script without --cold, 2026-12-02 on Zen 5) four
+    blocks per span took 1.06x / 0.95x the time (LSTM, 1 / 2 threads) and 0.92x / 0.97x (GRU).
+
+    Earlier choices, Zen 3 (AVX2), same half-the-rows procedure without --cold, 1 / 2 threads:
+    LSTM-750 751 / 307 us with the previous lanes=32 (LLVM reports a 512-bit vector width for
+    znver3, which has no AVX-512, so the accumulators spilled), 622 / 270 us with 16 lanes x 4 rows,
+    467 / 210 us with these; GRU-750 544 / 201, 440 / 173, 362 / 151 us (docs/RESULTS.md). Since the
+    masks are vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU
+    248 / 121 vs 229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us
+    before, 43 us with vectorized masks, 22 us with the integer little module as well."""
+    config = dataclasses.replace(default_kernel_config(target), little_block=32)
+    if hidden is None:
+        return config
+    return dataclasses.replace(config, blocks_per_span=default_blocks_per_span(hidden, config.little_block))
 
 
 def plan_recurrent(
@@ -195,7 +207,7 @@ def plan_recurrent(
         else:
             workload = GateWorkload(site.cell, site.batch, site.hidden, site.input_size, module.rank, fused)
             tuned, source = lookup(workload.shape_key, target, schedules)
-            kernel = tuned or default_gate_kernel_config(target)
+            kernel = tuned or default_gate_kernel_config(target, site.hidden)
         tx, th = thr_data[site.key]
         if len(tx) > MAX_THRESHOLD_ROWS:
             keep = np.random.default_rng(1).choice(len(tx), MAX_THRESHOLD_ROWS, replace=False)

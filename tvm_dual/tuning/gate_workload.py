@@ -78,7 +78,7 @@ class GateWorkload:
         """The knobs compile_dual uses when this shape was never tuned."""
         from ..recurrent_calibrate import default_gate_kernel_config
 
-        return default_gate_kernel_config(target)
+        return default_gate_kernel_config(target, self.hidden)
 
     def _problem(self, seed: int, config: DualKernelConfig, vector_bits: int):
         from ..recurrent_calibrate import gate_thresholds  # imports the compiler; keep worker start-up light
