@@ -326,3 +326,19 @@ def test_check_schedules_times_a_tuned_entry_against_the_defaults(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [l for l in done.stdout.splitlines() if WORKLOAD.shape_key in l]
     assert line.startswith("1 thread(s)") and "tuned" in line and "defaults" in line and "->" in line
+
+
+def test_metaschedule_tunes_the_legalized_dense_layers():
+    # `tvm-dual tune --dense` once handed tune_relax the imported module, in which MetaSchedule finds
+    # no task ("No tasks to tune"); the module it tunes must hold the dense matmul as a task
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_dual.frontend import import_model
+    from tvm_dual.tuning.dense_metaschedule import dense_tuning_module
+
+    model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Tanh()).eval()
+    imported = import_model(model, (torch.randn(1, 24),))
+    target = host_target()
+    assert not ms.relax_integration.extract_tasks(imported.mod, target)
+    tasks = ms.relax_integration.extract_tasks(dense_tuning_module(imported.mod, target, gemv_template=False), target)
+    assert any("matmul" in t.task_name for t in tasks), [t.task_name for t in tasks]

@@ -34,6 +34,26 @@ def has_database(directory: str | os.PathLike) -> bool:
     return (d / "database_workload.json").exists() and (d / "database_tuning_record.json").exists()
 
 
+def ms_tuning_module(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """A module as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database: library
+    dispatch and LegalizeOps (FoldConstant, FuseOps and FuseTIR among them). Its tasks (extract_tasks)
+    are what a database must hold records for; tune_relax needs this legalized form too (on an
+    imported module it finds no tasks)."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    with target:
+        passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def dense_tuning_module(
+    mod: tvm.IRModule, target: tvm.target.Target, plan: DualPlan | None = None, gemv_template: bool = True
+) -> tvm.IRModule:
+    """What tune_dense_parts hands to MetaSchedule: the imported module after our rewrites, legalized."""
+    passes = rewrite_passes(plan, report_counters=False, gemv_template=gemv_template)
+    return ms_tuning_module(tvm.transform.Sequential(passes)(mod), target)
+
+
 def tune_dense_parts(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -49,9 +69,10 @@ def tune_dense_parts(
 
     Returns the number of tuning records in the database afterwards. Measurement runs in
     MetaSchedule's LocalRunner (separate processes), with repeats and a minimum repeat time.
+    Builds get 120 s instead of MetaSchedule's 30: on a busy 2-core machine a build worker took
+    longer than 30 s to start and compile (both trials of a 2-trial run lost that way).
     """
-    passes = rewrite_passes(plan, report_counters=False, gemv_template=gemv_template)
-    rewritten = tvm.transform.Sequential(passes)(mod)
+    rewritten = dense_tuning_module(mod, target, plan, gemv_template)
     os.makedirs(work_dir, exist_ok=True)
     runner = ms.runner.LocalRunner(
         evaluator_config=ms.runner.EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
@@ -59,6 +80,7 @@ def tune_dense_parts(
     with target:
         database = ms.relax_integration.tune_relax(
             rewritten, params={}, target=target, work_dir=str(work_dir), max_trials_global=trials,
-            num_trials_per_iter=min(32, trials), runner=runner, cost_model="xgb",
+            num_trials_per_iter=min(32, trials), builder=ms.builder.LocalBuilder(timeout_sec=120), runner=runner,
+            cost_model="xgb",
         )
     return len(database.get_all_tuning_records())

@@ -179,19 +179,6 @@ class TvmDenseEngine(Engine):
         return _dual_runner(context.artifact(self.name, variant.artifact), context.prepared)
 
 
-def ms_tuning_module(mod, target):
-    """An imported model as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database:
-    library dispatch, LegalizeOps, FoldConstant, FuseOps, FuseTIR. Its tasks (extract_tasks) are what
-    a database must hold records for; tune_relax needs this legalized form too (on the imported
-    module it finds no tasks)."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
-
-    with target:
-        passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
-        return tvm.transform.Sequential(passes)(mod)
-
-
 class TvmMetaScheduleEngine(Engine):
     """TVM's CPU pipeline without our GEMV template, with the schedules of a MetaSchedule database
     (tvm_dual.transform.pipeline.compile_module: legalize, apply the database, dlight for the rest).
@@ -211,7 +198,7 @@ class TvmMetaScheduleEngine(Engine):
         from ...frontend import import_model
         from ...target import host_target
         from ...transform.pipeline import compile_module
-        from ...tuning.dense_metaschedule import database_dir, has_database
+        from ...tuning.dense_metaschedule import database_dir, has_database, ms_tuning_module
 
         target = host_target()
         folder = Path(context.settings.ms_database) if context.settings.ms_database else database_dir(target)
