@@ -41,6 +41,13 @@ def rewrite_passes(
     return passes
 
 
+def legalization_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Library dispatch and legalization (float32 tanh and sigmoid to vectorizable forms first), then
+    fusion: the PrimFuncs these produce are the MetaSchedule tasks a database must match, so tuning
+    (tuning/dense_metaschedule.py) and lowering both use this list."""
+    return cpu_pipeline.library_dispatch_passes(target) + [LegalizeFastActivations()] + cpu_pipeline.legalize_passes(target)
+
+
 def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | None = None) -> tvm.transform.Pass:
     """TVM's CPU pipeline: legalize (float32 tanh and sigmoid to vectorizable forms first) and fuse,
     apply a MetaSchedule database if given, then dlight CPU rules for whatever is still unscheduled
@@ -51,9 +58,7 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
         tuned = [relax.transform.MetaScheduleApplyDatabase(str(database))] if database else []
         with target:
             seq = tvm.transform.Sequential(
-                cpu_pipeline.library_dispatch_passes(target)
-                + [LegalizeFastActivations()]
-                + cpu_pipeline.legalize_passes(target)
+                legalization_passes(target)
                 + tuned
                 + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
                 + cpu_pipeline.dataflow_lower_passes(target)

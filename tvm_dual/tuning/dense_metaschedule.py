@@ -19,7 +19,7 @@ import tvm
 import tvm.s_tir.meta_schedule as ms
 
 from ..plan import DualPlan
-from ..transform.pipeline import rewrite_passes
+from ..transform.pipeline import legalization_passes, rewrite_passes
 from .schedules import target_key
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "tuning_logs" / "metaschedule"
@@ -35,15 +35,13 @@ def has_database(directory: str | os.PathLike) -> bool:
 
 
 def ms_tuning_module(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """A module as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database: library
-    dispatch and LegalizeOps (FoldConstant, FuseOps and FuseTIR among them). Its tasks (extract_tasks)
-    are what a database must hold records for; tune_relax needs this legalized form too (on an
-    imported module it finds no tasks)."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
-
+    """A module as MetaSchedule sees it when tvm_dual's lowering pipeline applies a database (the same
+    legalization passes, transform.pipeline.legalization_passes). Its tasks (extract_tasks) are what a
+    database must hold records for; tune_relax needs this legalized form too (on an imported module
+    it finds no tasks). Until 2026-12-02 this list lacked LegalizeFastActivations, so the tuned
+    PrimFunc (with TVM's tanh) never matched the one compiled (with the rational tanh)."""
     with target:
-        passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
-        return tvm.transform.Sequential(passes)(mod)
+        return tvm.transform.Sequential(legalization_passes(target))(mod)
 
 
 def dense_tuning_module(
