@@ -146,7 +146,7 @@ def gate_thresholds(
     return -bound, bound, fractions
 
 
-def default_gate_kernel_config(target: tvm.target.Target, hidden: int | None = None) -> DualKernelConfig:
+def default_gate_kernel_config(target: tvm.target.Target, hidden: int) -> DualKernelConfig:
     """Untuned gate-kernel knobs: the dense dual kernel's (plan.default_kernel_config: eight gathered
     rows with one vector register of accumulators each, the integer little module on x86) with 32
     units per block and, for a layer of `hidden` units, its rule for spans (the longest that leave
@@ -166,10 +166,9 @@ def default_gate_kernel_config(target: tvm.target.Target, hidden: int | None = N
     masks are vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU
     248 / 121 vs 229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us
     before, 43 us with vectorized masks, 22 us with the integer little module as well."""
-    config = dataclasses.replace(default_kernel_config(target), little_block=32)
-    if hidden is None:
-        return config
-    return dataclasses.replace(config, blocks_per_span=default_blocks_per_span(hidden, config.little_block))
+    little_block = 32
+    spans = default_blocks_per_span(hidden, little_block)
+    return dataclasses.replace(default_kernel_config(target), little_block=little_block, blocks_per_span=spans)
 
 
 def plan_recurrent(
