@@ -21,10 +21,12 @@ from tvm import relax
 
 from .frontend import TensorSpec
 from .huge_pages import constants_on_huge_pages
+from .kernel_plan import KernelPlan, NotReplayable
 from .target import missing_host_features, resolve_target
 
 METADATA_FUNC = "tvm_dual_metadata"
 METADATA_FORMAT = 1
+KERNEL_PLAN_SWITCH = "TVM_DUAL_KERNEL_PLAN"  # "0": every call through the Relax VM (kernel_plan.py)
 
 
 class LibraryError(RuntimeError):
@@ -111,8 +113,9 @@ def _fast_input(value):
 
 
 class _InputStage:
-    """Checks one input and hands it to the VM without a copy when it is contiguous and aligned;
-    otherwise it is copied into a staging buffer owned by the module (used under the call lock)."""
+    """Checks one input and copies it into a staging buffer owned by the module (used under the call
+    lock), which is the kernel plan's input buffer; for the VM, an input that is contiguous and
+    aligned is handed over without a copy."""
 
     def __init__(self, spec: TensorSpec, index: int) -> None:
         self.spec, self.index = spec, index
@@ -120,6 +123,7 @@ class _InputStage:
         self.np_dtype = np.dtype(spec.dtype)
         self.torch_dtype = getattr(torch, spec.dtype)
         self.staging = _aligned_empty(self.shape, self.np_dtype)
+        self.staging[...] = 0  # the kernel plan is recorded on it: garbage token ids would index out of bounds
         self.staging_view = tvm_ffi.from_dlpack(self.staging)
 
     def _mismatch(self, shape, dtype) -> ValueError:
@@ -128,31 +132,39 @@ class _InputStage:
             f"got shape {tuple(shape)} dtype {str(dtype).replace('torch.', '')}"
         )
 
-    def __call__(self, value):
+    def _checked(self, value):
+        """The value as a numpy array or a detached CPU tensor of the expected shape and dtype."""
         if isinstance(value, np.ndarray):
             if value.shape != self.shape or value.dtype != self.np_dtype:
                 raise self._mismatch(value.shape, value.dtype)
-            view = _fast_input(value)
-            if view is not None:
-                return view
-            np.copyto(self.staging, value)
-            return self.staging_view
+            return value
         if isinstance(value, torch.Tensor):
             if tuple(value.shape) != self.shape or value.dtype != self.torch_dtype:
                 raise self._mismatch(value.shape, value.dtype)
             if value.device.type != "cpu":
                 raise ValueError(f"input {self.index} ({self.spec.name!r}) is on {value.device}; tvm_dual runs on the CPU")
-            value = value.detach()
-            view = _fast_input(value)
-            if view is not None:
-                return view
-            self.staging[...] = value.numpy()
-            return self.staging_view
+            return value.detach()
         if isinstance(value, tvm.runtime.Tensor):
-            return self(np.from_dlpack(value))
+            return self._checked(np.from_dlpack(value))
         raise TypeError(
             f"input {self.index} ({self.spec.name!r}) must be a torch.Tensor or numpy array, got {type(value).__name__}"
         )
+
+    def _copy_in(self, value) -> None:
+        np.copyto(self.staging, value if isinstance(value, np.ndarray) else value.numpy())
+
+    def load(self, value) -> None:
+        """Check the value and copy it into the staging buffer (the kernel plan's input)."""
+        self._copy_in(self._checked(value))
+
+    def __call__(self, value):
+        """The checked value as a VM argument: a view of it where possible, else the staging buffer."""
+        value = self._checked(value)
+        view = _fast_input(value)
+        if view is not None:
+            return view
+        self._copy_in(value)
+        return self.staging_view
 
 
 # The FFI functions behind tvm_ffi.Array's Python __getitem__/__len__, called directly: the Python
@@ -190,7 +202,10 @@ def _tree_builder(spec: pytree.TreeSpec):
 class DualModule:
     """Call it like the PyTorch model: torch tensors in give torch tensors out, numpy gives numpy.
 
-    Calls are serialized by a lock: a Relax VirtualMachine is not safe to enter from two threads.
+    A call runs the model's kernel plan (kernel_plan.py: the kernels back to back on buffers
+    recorded from one VM call) where the program allows it, else the Relax VirtualMachine;
+    `executor` says which. Calls are serialized by a lock: the plan's buffers are shared, and a
+    VirtualMachine is not safe to enter from two threads.
     """
 
     def __init__(self, executable, metadata: dict, library_bytes: bytes | None = None) -> None:
@@ -208,6 +223,10 @@ class DualModule:
         self._lock = threading.Lock()
         self._vm = None
         self._main = None
+        self._plan: KernelPlan | None = None
+        self._plan_outputs: list[np.ndarray] = []  # views of the plan's output buffers, model outputs only
+        self._plan_counters: np.ndarray | None = None
+        self.executor = "not started"  # "kernel plan", or "vm (why not a plan)", after the first call
         self.huge_page_bytes = 0  # bytes of constants on 2 MiB pages, once the VM exists (huge_pages.py)
         self.reset_stats()
 
@@ -232,7 +251,23 @@ class DualModule:
             self._vm = relax.VirtualMachine(self._executable, tvm.cpu())
             probe = [np.zeros(spec.shape, dtype=spec.dtype) for spec in self._inputs]
             self.huge_page_bytes = constants_on_huge_pages(self._executable, probe)
+            self._record_plan()
         return self._vm
+
+    def _record_plan(self) -> None:
+        if os.environ.get(KERNEL_PLAN_SWITCH, "1") == "0":
+            self.executor = f"vm ({KERNEL_PLAN_SWITCH}=0)"
+            return
+        try:
+            plan = KernelPlan(self._executable, [stage.staging_view for stage in self._stages])
+        except NotReplayable as err:
+            self.executor = f"vm ({err})"
+            return
+        views = [np.from_dlpack(t) for t in plan.outputs]
+        if self._counter_layers:  # main returns (outputs, counters)
+            self._plan_counters = views.pop()
+        self._plan, self._plan_outputs = plan, views
+        self.executor = "kernel plan"
 
     def __call__(self, *inputs):
         if len(inputs) != len(self._stages):
@@ -246,24 +281,41 @@ class DualModule:
         with self._lock:
             if self._main is None:
                 self._main = self._virtual_machine()["main"]
-            result = self._run(inputs)
-            outputs = result
-            if self._counter_layers:  # the VM returns (outputs, counters)
-                outputs = _array_get(result, 0)
-                self._pending_counters.append(_array_get(result, 1))
-                if len(self._pending_counters) >= _PENDING_COUNTERS:
-                    self._fold_counters()
-            if self._output_paths is None:
-                self._output_paths = _leaf_paths(outputs)
+            if self._plan is not None:
+                leaves = self._call_plan(inputs)
+                convert = torch.from_numpy if as_torch else None
+            else:
+                leaves = self._call_vm(inputs)
+                convert = torch.from_dlpack if as_torch else np.from_dlpack
+        if convert is not None:
+            leaves = [convert(leaf) for leaf in leaves]
+        return self._build_outputs(leaves)
+
+    def _call_vm(self, inputs) -> list:
+        result = self._run(inputs)
+        outputs = result
+        if self._counter_layers:  # the VM returns (outputs, counters)
+            outputs = _array_get(result, 0)
+            self._add_counters(_array_get(result, 1))
+        if self._output_paths is None:
+            self._output_paths = _leaf_paths(outputs)
         # Outputs are fresh VM allocations: zero-copy views keep them alive, nothing reuses them.
-        convert = torch.from_dlpack if as_torch else np.from_dlpack
         leaves = []
         for path in self._output_paths:
             node = outputs
             for i in path:
                 node = _array_get(node, i)
-            leaves.append(convert(node))
-        return self._build_outputs(leaves)
+            leaves.append(node)
+        return leaves
+
+    def _call_plan(self, inputs) -> list[np.ndarray]:
+        for stage, value in zip(self._stages, inputs):
+            stage.load(value)
+        self._plan.run()
+        if self._plan_counters is not None:
+            self._add_counters(self._plan_counters.copy())
+        # copies: the next call rewrites the plan's buffers
+        return [view.copy() for view in self._plan_outputs]
 
     def _run(self, inputs):
         """The VM on the inputs, without a Python-level check where possible.
@@ -322,6 +374,12 @@ class DualModule:
         self._calls_total = 0  # model calls since the last reset, counters folded in
         self._rows_total = np.zeros(len(self._counter_layers), dtype=np.int64)  # per kernel call site
         self._pending_counters: list = []  # counter tensors of calls not yet folded into the totals
+
+    def _add_counters(self, counters) -> None:
+        """One call's row counters (a tensor or array nothing will overwrite)."""
+        self._pending_counters.append(counters)
+        if len(self._pending_counters) >= _PENDING_COUNTERS:
+            self._fold_counters()
 
     def _fold_counters(self) -> None:
         # Summed in batches: a numpy update per call costs tens of microseconds in a streaming loop

@@ -1,16 +1,15 @@
 """Kernel replay: a compiled model's kernels called back to back, without the VM or DualModule.
 
-What a batch-1 call costs splits into the kernels and the machinery around them (the Relax VM's
-instructions, DualModule's input and output handling); when the caches are cold each of the latter
-costs tens of microseconds. Timing the kernels alone separates the two, and is how the prototype
+What a batch-1 call costs splits into the kernels and the machinery around them (DualModule's input
+checks and copies, output copies and counters, or the Relax VM's instructions where a model cannot
+run as a kernel plan); when the caches are cold each of these costs microseconds to tens of them.
+Timing the kernels alone separates the two, and is how the prototype
 (../shared/reference/tvm027-prototype/q4_bench.py) measured its dual kernel against numpy and PyTorch,
 whose calls are little more than their kernels.
 
-One call of `main` on a probe input is recorded with the VM's instrument hook: every compiled kernel
-with its arguments (weights from the constant pool, intermediate and output buffers of the VM's
-memory plan). Replaying the kernels on those same buffers computes what `main` computes when the VM
-does no data work of its own between kernels, which is checked: a program with any other builtin is
-not replayed. The probe's input buffer is replaced by each timed input.
+The kernels are recorded as for DualModule's kernel plan (tvm_dual/kernel_plan.py), but each timed
+input gets its own bound copy of the calls, with the probe's input buffer replaced by the input's
+own buffer, so that no input is copied inside the timed region.
 """
 
 from __future__ import annotations
@@ -20,30 +19,9 @@ from typing import Any
 
 import numpy as np
 
-# VM builtins that move no data: shape checks, the memory plan's allocations, tuples
-DATA_FREE_BUILTINS = frozenset(
-    {
-        "vm.builtin.check_tensor_info",
-        "vm.builtin.check_tuple_info",
-        "vm.builtin.match_shape",
-        "vm.builtin.alloc_storage",
-        "vm.builtin.alloc_tensor",
-        "vm.builtin.null_value",
-        "vm.builtin.make_tuple",
-    }
-)
+from ...kernel_plan import NotReplayable, record_kernel_calls, result_leaves
 
-
-class NotReplayable(RuntimeError):
-    """The program does data work outside its kernels, or hands back a buffer no kernel wrote."""
-
-
-def _leaves(result: Any) -> list:
-    import tvm
-
-    if isinstance(result, tvm.runtime.Tensor):
-        return [result]
-    return [leaf for item in result for leaf in _leaves(item)]
+__all__ = ["KernelReplay", "NotReplayable"]
 
 
 def _key(tensor) -> tuple:
@@ -57,35 +35,20 @@ class KernelReplay:
         """outputs_index: where in main's result tuple the model's outputs are, if not the whole
         result (a tvm_dual library returns (outputs, row counters))."""
         import tvm
-        from tvm import relax
 
         from ...huge_pages import constants_on_huge_pages
 
         library = tvm.runtime.load_module(str(path))
         # the weights on 2 MiB pages, as DualModule puts them
         self.huge_page_bytes = constants_on_huge_pages(library, list(probe_inputs))
-        vm = relax.VirtualMachine(library, tvm.cpu())
-        calls: list[tuple[str, tuple]] = []
-
-        def record(_func, symbol, before, _ret, *args):
-            if before:
-                calls.append((symbol, args))
-            return 0
-
-        vm.set_instrument(record)
         self.probe = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in probe_inputs]
-        result = vm["main"](*self.probe)
+        # no views: bind() swaps the probe's buffers by address, and a view of one would keep its data
+        self.kernels, result, self._vm = record_kernel_calls(library, self.probe, allow_views=False)
         if outputs_index is not None:
             result = result[outputs_index]
-        other = sorted({s for s, _ in calls if s.startswith("vm.builtin") and s not in DATA_FREE_BUILTINS})
-        if other:
-            raise NotReplayable(f"the VM runs {', '.join(other)} between kernels")
-        self.kernels = [(library.get_function(s, query_imports=True), args) for s, args in calls if not s.startswith("vm.builtin")]
-        if not self.kernels:
-            raise NotReplayable("the program calls no compiled kernel")
         written = {_key(a): a for _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
         self.outputs: list = []
-        for leaf in _leaves(result):
+        for leaf in result_leaves(result):
             if _key(leaf) not in written:
                 raise NotReplayable(f"an output of shape {tuple(leaf.shape)} is not a kernel argument")
             self.outputs.append(written[_key(leaf)])

@@ -1,0 +1,113 @@
+"""DualModule's kernel plan (tvm_dual/kernel_plan.py): what the Relax VM computes, counted the same."""
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+import tvm_dual
+from models import FunctionalMLP
+from tvm_dual import kernel_plan
+
+
+def _through_the_vm(module, tmp_path, monkeypatch):
+    """The same library, loaded with the kernel plan switched off."""
+    path = tmp_path / "model.so"
+    module.export_library(path)
+    with monkeypatch.context() as patch:
+        patch.setenv("TVM_DUAL_KERNEL_PLAN", "0")
+        twin = tvm_dual.load(path)
+        twin(*[torch.zeros(spec.shape) for spec in twin.input_specs])  # the executor is chosen on the first call
+    assert twin.executor == "vm (TVM_DUAL_KERNEL_PLAN=0)"
+    twin.reset_stats()
+    return twin
+
+
+def _assert_same_leaves(a, b):
+    la, lb = pytree.tree_leaves(a), pytree.tree_leaves(b)
+    assert pytree.tree_structure(a) == pytree.tree_structure(b)
+    assert all(type(x) is type(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@torch.no_grad()
+def test_plan_gives_the_vms_outputs_and_counters(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    calibration = [torch.randn(32, 37) for _ in range(8)]
+    module = tvm_dual.compile_dual(FunctionalMLP().eval(), (torch.randn(1, 37),), calibration=calibration, insensitive_ratio=0.5)
+    twin = _through_the_vm(module, tmp_path, monkeypatch)
+    xs = torch.randn(40, 1, 37)
+    for x in xs:
+        _assert_same_leaves(module(x), twin(x))
+        _assert_same_leaves(module(x.numpy()), twin(x.numpy()))
+    assert module.executor == "kernel plan"
+    assert [(s.calls, s.observed_ratio) for s in module.stats()] == [(s.calls, s.observed_ratio) for s in twin.stats()]
+    assert module.stats()[0].calls == 80 and 0 < module.stats()[0].observed_ratio < 1
+
+
+@torch.no_grad()
+def test_plan_outputs_are_not_overwritten_by_later_calls():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(24, 40), nn.Tanh()).eval()
+    module = tvm_dual.compile_dual(model, (torch.randn(2, 24),), calibration=[torch.randn(64, 24)], insensitive_ratio=0.5)
+    x1, x2 = torch.randn(2, 24), torch.randn(2, 24)
+    y1 = module(x1)
+    kept = y1.clone()
+    y2 = module(x2)
+    assert module.executor == "kernel plan"
+    assert torch.equal(y1, kept) and not torch.equal(y1, y2)
+    y2 += 1  # the caller owns its outputs: writing them leaves the next call alone
+    assert torch.equal(module(x1), kept)
+
+
+@torch.no_grad()
+def test_recurrent_plan_with_state_inputs_matches_the_vm(tmp_path, monkeypatch):
+    """Three inputs, and outputs nested as (output, (h, c))."""
+    torch.manual_seed(2)
+    rnn = nn.LSTM(13, 33).eval()
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x, *state):
+            return self.rnn(x, (state[0], state[1]))
+
+    model = Step().eval()
+    inputs = (torch.randn(3, 1, 13), *[torch.randn(1, 1, 33) for _ in range(2)])
+    calibration = [(torch.randn(3, 1, 13), *[torch.randn(1, 1, 33) for _ in range(2)]) for _ in range(20)]
+    module = tvm_dual.compile_dual(model, inputs, calibration=calibration, insensitive_ratio=0.3)
+    twin = _through_the_vm(module, tmp_path, monkeypatch)
+    for args in calibration[:10]:
+        _assert_same_leaves(module(*args), twin(*args))
+    assert module.executor == "kernel plan"
+    assert [s.observed_ratio for s in module.stats()] == [s.observed_ratio for s in twin.stats()]
+
+
+@torch.no_grad()
+def test_a_reshape_between_kernels_is_a_view_the_plan_follows():
+    class Flatten(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(24, 16)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x.reshape(1, 24)))
+
+    model = Flatten().eval()
+    module = tvm_dual.compile_dual(model, (torch.randn(2, 12),), insensitive_ratio=0.0)
+    for x in torch.randn(5, 2, 12):
+        assert float((module(x) - model(x)).abs().max()) <= 1e-5
+    assert module.executor == "kernel plan"
+
+
+@torch.no_grad()
+def test_a_program_the_plan_cannot_replay_runs_on_the_vm(monkeypatch):
+    """A builtin that could move data (here: every builtin, by pretending none is data-free) sends
+    the module to the VM, which says why, and the outputs stay right."""
+    monkeypatch.setattr(kernel_plan, "DATA_FREE_BUILTINS", frozenset())
+    model = nn.Sequential(nn.Linear(24, 40), nn.ReLU()).eval()
+    module = tvm_dual.compile_dual(model, (torch.randn(1, 24),), insensitive_ratio=0.0)
+    x = torch.randn(1, 24)
+    assert float((module(x) - model(x)).abs().max()) <= 1e-5
+    assert module.executor.startswith("vm (the VM runs vm.builtin.")
