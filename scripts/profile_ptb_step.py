@@ -2,19 +2,24 @@
 each ratio and print the median time of every compiled kernel inside the Relax VM
 (DualModule.profile), next to the whole call through DualModule on rotating validation inputs.
 
-    TVM_NUM_THREADS=1 .venv/bin/python scripts/profile_ptb_step.py --model lstm-750 --ratios 0.5 0.9
+    TVM_NUM_THREADS=1 .venv/bin/python scripts/profile_ptb_step.py --model lstm-750 --ratios 0 0.5 0.9 [--cold]
 
 Kernel times include an instrument callback around each call (about a microsecond); compare them
-with each other. Needs the trained checkpoint (scripts/train_ptb.py).
+with each other. --cold reads 128 MiB before every call (whole steps and kernels alike), as the
+benchmark suite's cold tables do. Needs the trained checkpoint (scripts/train_ptb.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+import numpy as np
 
 import tvm_dual
 from tvm_dual import ptb
+from tvm_dual.bench.timing import CacheFlusher
 
 
 def main() -> None:
@@ -22,7 +27,10 @@ def main() -> None:
     parser.add_argument("--model", default="lstm-750")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5])
     parser.add_argument("--calls", type=int, default=1000, help="timed whole-step calls per ratio")
+    parser.add_argument("--cold", action="store_true", help="read 128 MiB before every call")
     args = parser.parse_args()
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    flush = CacheFlusher(128 << 20, threads) if args.cold else None
 
     lm, _ = ptb.load_trained(args.model)
     corpus = ptb.load_corpus()
@@ -31,15 +39,19 @@ def main() -> None:
     for ratio in args.ratios:
         module = tvm_dual.compile_dual(step.model, step.example_inputs, calibration=step.calibration,
                                        validation=step.validation, insensitive_ratio=ratio)
-        for i in range(200):
+        times = []
+        for i in range(200 + args.calls):
+            if flush is not None:
+                flush()
+            start = time.perf_counter()
             module(*inputs[i % len(inputs)])
-        start = time.perf_counter()
-        for i in range(args.calls):
-            module(*inputs[i % len(inputs)])
-        per_call = (time.perf_counter() - start) / args.calls
-        print(f"\n{args.model} ratio {ratio}: {1e6 * per_call:.1f} us per step through DualModule (rotating inputs)")
+            times.append(time.perf_counter() - start)
+        per_call = float(np.median(times[200:]))
+        print(f"\n{args.model} ratio {ratio}, {'cold' if flush else 'hot'}: {1e6 * per_call:.1f} us per step through "
+              f"DualModule (median, rotating inputs; {module.executor})")
         print(module.stats())
-        for symbol, seconds in sorted(module.profile(*inputs[1]).items(), key=lambda kv: -kv[1]):
+        kernels = module.profile(*inputs[1], repeat=args.calls if flush else 200, flush=flush)
+        for symbol, seconds in sorted(kernels.items(), key=lambda kv: -kv[1]):
             print(f"  {1e6 * seconds:9.1f} us  {symbol}")
 
 

@@ -111,3 +111,16 @@ def test_a_program_the_plan_cannot_replay_runs_on_the_vm(monkeypatch):
     x = torch.randn(1, 24)
     assert float((module(x) - model(x)).abs().max()) <= 1e-5
     assert module.executor.startswith("vm (the VM runs vm.builtin.")
+
+
+@torch.no_grad()
+def test_profile_times_every_kernel_after_the_flush_it_is_given():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(24, 40), nn.Tanh(), nn.Linear(40, 8)).eval()
+    module = tvm_dual.compile_dual(model, (torch.randn(1, 24),), calibration=[torch.randn(64, 24)], insensitive_ratio=0.5)
+    flushes = []
+    kernels = module.profile(torch.randn(1, 24), repeat=7, warmup_s=0.0, flush=lambda: flushes.append(1))
+    assert len(flushes) == 7
+    assert any(symbol.startswith("tvm_dual_") for symbol in kernels), kernels  # the dual kernel
+    assert len(kernels) >= 2 and all(seconds > 0 for seconds in kernels.values())
+    assert [s.calls for s in module.stats()] == [0]  # profiling does not count

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -339,12 +340,15 @@ class DualModule:
                 raise
         return self._main(*[stage(value) for stage, value in zip(self._stages, inputs)])
 
-    def profile(self, *inputs, repeat: int = 200, warmup_s: float = 0.3) -> dict[str, float]:
+    def profile(
+        self, *inputs, repeat: int = 200, warmup_s: float = 0.3, flush: Callable[[], object] | None = None
+    ) -> dict[str, float]:
         """Median seconds per call of each compiled kernel, by kernel symbol, measured inside the VM.
 
         Uses a second VirtualMachine with an instrument callback around every call, so each time
         includes the callback's own overhead (about a microsecond here); compare kernels with each
-        other, not with end-to-end latency. Stats are not updated.
+        other, not with end-to-end latency. `flush` (e.g. reading a buffer larger than the caches)
+        runs before every call, for cold-cache kernel times. Stats are not updated.
         """
         args = [_InputStage(spec, i)(value) for i, (spec, value) in enumerate(zip(self._inputs, inputs))]
         self._virtual_machine()  # the host check
@@ -366,6 +370,8 @@ class DualModule:
             main(*args)
         vm.set_instrument(instrument)
         for _ in range(repeat):
+            if flush is not None:
+                flush()
             main(*args)
         return {symbol: float(np.median(times)) for symbol, times in samples.items() if not symbol.startswith("vm.builtin")}
 
