@@ -3,10 +3,12 @@
 Why: at batch 1 a model call is a handful of kernels, and what the VM does around them (dispatching
 its instructions, allocating the memory plan's storage and tensors, building the result tuple)
 touches data of its own. With the caches cold, as between the layers of a model larger than them or
-in the benchmarks' cold tables, that work cost 70-100 us per call on Zen 5 (Linear 1024->4096 at
-half the rows: 582 us per DualModule call through the VM, 483 us replaying the kernels with the
-input and output copies; /tmp scratch run, 2026-12-02). TVM's old graph executor ran static graphs
-this way; a Relax program with static shapes and no control flow is one.
+in the benchmarks' cold tables, that work cost about 60 us per call at one thread on Zen 5
+(Linear 1024->4096, whole DualModule calls with 128 MiB read before each: 555 us through the VM,
+496 us with the plan at half the rows; dense build 833 vs 777 us; `TVM_NUM_THREADS=1 python
+scripts/bench_executor.py --cold`, 2026-12-02; no difference beyond noise at two threads). TVM's
+old graph executor ran static graphs this way; a Relax program with static shapes and no control
+flow is one.
 
 How: one call of `main` on the caller's input buffers is recorded with the VM's instrument hook,
 every compiled kernel with its arguments (constants from the executable's pool, which all of its
