@@ -18,6 +18,8 @@ CONFIGS = [
 SPAN_CONFIGS = [
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, blocks_per_span=4, little_compute="i16"),
     DualKernelConfig(rows_per_group=2, lanes=8, little_block=16, blocks_per_span=2, tasks=2, prefetch=True),
+    # the AVX-512 default's group: 15 rows, an odd group size with a remainder in most spans
+    DualKernelConfig(rows_per_group=15, lanes=16, little_block=32, blocks_per_span=2, little_compute="i16"),
 ]
 CONFIGS += SPAN_CONFIGS
 

@@ -146,6 +146,9 @@ def gate_thresholds(
     return -bound, bound, fractions
 
 
+GATHERED_ROWS_AVX512 = 15  # rows per group of the gate kernel where the target has 32 vector registers
+
+
 def default_gate_kernel_config(target: tvm.target.Target, hidden: int) -> DualKernelConfig:
     """Untuned gate-kernel knobs: the dense dual kernel's (plan.default_kernel_config: eight gathered
     rows with one vector register of accumulators each, the integer little module on x86) with 32
@@ -165,10 +168,22 @@ def default_gate_kernel_config(target: tvm.target.Target, hidden: int) -> DualKe
     467 / 210 us with these; GRU-750 544 / 201, 440 / 173, 362 / 151 us (docs/RESULTS.md). Since the
     masks are vectorized, float32 vs integer little module: LSTM 336 / 217 vs 326 / 158 us, GRU
     248 / 121 vs 229 / 122 us. With no row exact (GRU, one thread, TVM's time_evaluator): 51 us
-    before, 43 us with vectorized masks, 22 us with the integer little module as well."""
+    before, 43 us with vectorized masks, 22 us with the integer little module as well.
+
+    Rows per group on AVX-512 (GATHERED_ROWS_AVX512): gathered rows cost more than their bytes
+    (half the LSTM-750 gate rows, cold, one thread: 432 us against 66 us with none and 628 with all;
+    in runs of 64 consecutive rows instead of one by one, 380 us), so more rows in flight help.
+    8 -> 15 rows, same script --cold, 7 rounds, Zen 5, 2026-12-02 15:45: LSTM-750 394 -> 371 us at
+    one thread, 296 -> 270 at two; GRU-750 343 -> 297 and 244 -> 226 (12 rows: 328 and 227); with
+    the weights in cache no change (168 vs 171 and 95 vs 96 us). AVX2 has 16 registers, so its
+    kernels keep 8 rows."""
     little_block = 32
     spans = default_blocks_per_span(hidden, little_block)
-    return dataclasses.replace(default_kernel_config(target), little_block=little_block, blocks_per_span=spans)
+    config = dataclasses.replace(default_kernel_config(target), little_block=little_block, blocks_per_span=spans)
+    if vector_bits(target) >= 512:
+        # 32 vector registers: room for 15 rows' accumulators, 15 gathered rows in flight
+        config = dataclasses.replace(config, rows_per_group=GATHERED_ROWS_AVX512)
+    return config
 
 
 def plan_recurrent(
