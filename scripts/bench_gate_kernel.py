@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--sensitive", type=float, default=0.5, help="fraction of gate rows computed exactly")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=300, help="timed calls per configuration and round")
+    ap.add_argument("--run-length", type=int, default=1, help="exact rows come in runs of this many consecutive rows")
     ap.add_argument("--cold", action="store_true", help="read 128 MiB before every timed call (median of the calls)")
     args = ap.parse_args()
 
@@ -66,7 +67,9 @@ def main() -> None:
     xs = [tensor(rng.standard_normal((1, I)).astype(f32)) for _ in range(8)]
     hs = [tensor(rng.standard_normal((1, H)).astype(f32)) for _ in range(8)]
     outputs = [tensor(np.zeros((1, ng * H), f32)), tensor(np.zeros(1, np.int32)), tensor(np.zeros((1, ng * H), f32))]
-    selections = [rng.random(ng * H) < args.sensitive for _ in range(32)]
+    # rows chosen in runs of --run-length consecutive gate rows (1: row by row, as real selections are)
+    run = args.run_length
+    selections = [np.repeat(rng.random(-(-ng * H // run)) < args.sensitive, run)[: ng * H] for _ in range(32)]
 
     def constants(config: DualKernelConfig) -> list[list[tvm.runtime.Tensor]]:
         out, shared = [], None
