@@ -25,7 +25,7 @@ import tvm
 
 from tvm_dual.bench.timing import CacheFlusher
 from tvm_dual.kernels.dual_dense import DualKernelConfig
-from tvm_dual.kernels.dual_gates import CELLS, GateShape, joint_gates, little_groups, make_dual_gates, pack_gate_constants
+from tvm_dual.kernels.dual_gates import CELLS, GateShape, gate_kernel_weights, little_groups, make_dual_gates, pack_gate_constants
 from tvm_dual.target import host_target, vector_bits
 
 
@@ -41,17 +41,20 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=300, help="timed calls per configuration and round")
     ap.add_argument("--run-length", type=int, default=1, help="exact rows come in runs of this many consecutive rows")
     ap.add_argument("--cold", action="store_true", help="read 128 MiB before every timed call (median of the calls)")
+    ap.add_argument("--layouts", nargs="+", choices=("aligned", "unaligned"), default=["aligned"],
+                    help="weight rows padded to whole cache lines (the default layout) or PyTorch's; each config runs in each")
     args = ap.parse_args()
 
     H, R = args.hidden, args.rank
     I = args.input_size or H
-    shape = GateShape(args.cell, 1, H, I, R, fused=True)
-    ng, nl, nj = CELLS[args.cell], little_groups(args.cell, True), joint_gates(args.cell)
-    configs = [DualKernelConfig(**json.loads(c)) for c in args.configs]
+    shapes = {layout: GateShape(args.cell, 1, H, I, R, fused=True, aligned_rows=layout == "aligned") for layout in args.layouts}
+    ng, nl = CELLS[args.cell], little_groups(args.cell, True)
+    variants = [(text, layout) for text in args.configs for layout in args.layouts]
+    configs = [DualKernelConfig(**json.loads(text)) for text, _ in variants]
     target = host_target()
     bits = vector_bits(target)
-    kernels = [tvm.compile(tvm.IRModule({"main": make_dual_gates(shape, c, vector_bits=bits)}), target=target)["main"]
-               for c in configs]
+    kernels = [tvm.compile(tvm.IRModule({"main": make_dual_gates(shapes[layout], c, vector_bits=bits)}), target=target)["main"]
+               for c, (_, layout) in zip(configs, variants)]
 
     rng = np.random.default_rng(0)
     f32 = np.float32
@@ -59,9 +62,9 @@ def main() -> None:
     def tensor(a: np.ndarray) -> tvm.runtime.Tensor:
         return tvm.runtime.tensor(np.ascontiguousarray(a))
 
-    weights = [tensor((rng.standard_normal((nj * H, I + H)) / np.sqrt(I + H)).astype(f32))]
-    if args.cell == "gru":
-        weights += [tensor(rng.standard_normal((H, I)).astype(f32)), tensor(rng.standard_normal((H, H)).astype(f32))]
+    W_ih = (rng.standard_normal((ng * H, I)) / np.sqrt(I + H)).astype(f32)
+    W_hh = (rng.standard_normal((ng * H, H)) / np.sqrt(I + H)).astype(f32)
+    weights = {layout: [tensor(w) for w in gate_kernel_weights(shape, W_ih, W_hh)] for layout, shape in shapes.items()}
     P = rng.integers(-127, 128, (R, I + H)).astype(np.int8)
     WL = rng.integers(-127, 128, (nl * H, R)).astype(np.int8)
     xs = [tensor(rng.standard_normal((1, I)).astype(f32)) for _ in range(8)]
@@ -82,11 +85,12 @@ def main() -> None:
         return out
 
     per_config = [constants(c) for c in configs]
+    weights_of = [weights[layout] for _, layout in variants]
     times: list[list[float]] = [[] for _ in configs]
     flush = CacheFlusher(128 << 20, int(os.environ.get("TVM_NUM_THREADS", "1"))) if args.cold else None
     for rnd in range(args.rounds):
         for ci in np.random.default_rng(rnd).permutation(len(configs)):
-            kernel, consts = kernels[ci], per_config[ci]
+            kernel, consts, weights = kernels[ci], per_config[ci], weights_of[ci]
             for i in range(50):
                 kernel(xs[0], hs[0], *weights, *consts[i % 32], *outputs)
             if flush is None:
@@ -104,8 +108,8 @@ def main() -> None:
             times[ci].append(float(np.median(calls)) * 1e6)
     rows = int(outputs[1].numpy()[0])
     print(f"{args.cell.upper()} hidden {H} input {I} rank {R}: {rows} of {ng * H} gate rows exact in the last call")
-    for text, t in zip(args.configs, times):
-        print(f"{np.median(t):9.1f} us  (rounds {min(t):.0f}-{max(t):.0f})  {text}")
+    for (text, layout), t in zip(variants, times):
+        print(f"{np.median(t):9.1f} us  (rounds {min(t):.0f}-{max(t):.0f})  {text}" + (f"  {layout} rows" if len(shapes) > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import numpy as np
 import tvm
 
 from tvm_dual.kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
+from tvm_dual.kernels.row_dot import pad_rows
 from tvm_dual.reference import dual_reference, sensitive_mask
 from tvm_dual.target import host_target, vector_bits
 
@@ -39,7 +40,7 @@ def run_dual(shape: DualDenseShape, config: DualKernelConfig, x, p, lo, hi):
     B, N = shape.batch, shape.n
     outs = [np.zeros((B, N), np.float32), np.zeros(1, np.int32), np.zeros((B, N), np.float32), np.zeros((B, N), np.int8)]
     consts = pack_dual_constants(p["bias"], p["P"], p["Ps"], p["WL"], p["WLs"], p["bL"], lo, hi, config, VECTOR_BITS)
-    arrays = [x, p["W"], *consts, *outs]
+    arrays = [x, pad_rows(p["W"], shape.row_stride), *consts, *outs]
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
     build_dual(shape, config)(*args)
     y, count, little, mask = (a.numpy() for a in args[-4:])

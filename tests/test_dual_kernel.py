@@ -40,10 +40,11 @@ def bounds(rng, act, n, scale):
     seed=st.integers(0, 2**31 - 1),
     threshold_scale=st.sampled_from([0.0, 0.3, 1.0, 3.0, np.inf]),
     specials=st.sampled_from(["none", "nan", "inf", "mixed"]),
+    aligned_rows=st.booleans(),
 )
-def test_kernel_matches_reference(batch, n, k, rank, act, config, seed, threshold_scale, specials):
+def test_kernel_matches_reference(batch, n, k, rank, act, config, seed, threshold_scale, specials, aligned_rows):
     rng = np.random.default_rng(seed)
-    shape = DualDenseShape(batch=batch, n=n, k=k, rank=rank, act=act)
+    shape = DualDenseShape(batch=batch, n=n, k=k, rank=rank, act=act, aligned_rows=aligned_rows)
     p = random_little(rng, shape)
     x = rng.standard_normal((batch, k)).astype(np.float32)
     if specials != "none":

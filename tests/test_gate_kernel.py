@@ -46,10 +46,13 @@ def _inputs(rng, shape, specials):
     seed=st.integers(0, 2**31 - 1),
     threshold_scale=st.sampled_from([0.0, 0.5, 2.0, np.inf]),
     specials=st.booleans(),
+    aligned_rows=st.booleans(),
 )
-def test_gate_kernel_matches_reference(cell, fused, batch, hidden, input_size, rank, config, seed, threshold_scale, specials):
+def test_gate_kernel_matches_reference(cell, fused, batch, hidden, input_size, rank, config, seed, threshold_scale, specials,
+                                       aligned_rows):
     rng = np.random.default_rng(seed)
-    shape = GateShape(cell=cell, batch=batch, hidden=hidden, input_size=input_size, rank=rank, fused=fused)
+    shape = GateShape(cell=cell, batch=batch, hidden=hidden, input_size=input_size, rank=rank, fused=fused,
+                      aligned_rows=aligned_rows)
     weights, little = random_layer(rng, shape)
     h, x, addend = _inputs(rng, shape, specials)
     scale = threshold_scale if np.isfinite(threshold_scale) else 1e30

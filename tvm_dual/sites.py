@@ -17,6 +17,7 @@ from tvm import relax
 from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 
 from .kernels.dual_dense import MAX_BATCH
+from .kernels.row_dot import pad_rows
 
 DUAL_ACTIVATIONS = {"relax.tanh": "tanh", "relax.sigmoid": "sigmoid", "relax.nn.relu": "relu"}
 # Elementwise nonlinearities that follow linear layers in practice but have no insensitive region
@@ -101,6 +102,25 @@ class WeightKeys:
         digest = weight_digest(array)
         self._seen.append((const, array, digest))
         return array, digest
+
+
+class RowPaddedWeights:
+    """Weight constants as the GEMV and dual kernels read them, rows padded to the kernel's row
+    stride (kernels/row_dot.row_stride); one padded constant per original, because an unrolled
+    recurrence uses the same weight at every step."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[relax.Expr, relax.Constant]] = []
+
+    def get(self, const: relax.Constant, stride: int) -> relax.Expr:
+        if static_shape(const)[-1] == stride:
+            return const
+        for seen, padded in self._seen:
+            if seen.same_as(const) and static_shape(padded)[-1] == stride:
+                return padded
+        padded = relax.const(pad_rows(constant_array(const), stride))
+        self._seen.append((const, padded))
+        return padded
 
 
 @dataclass

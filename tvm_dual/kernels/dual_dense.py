@@ -54,7 +54,7 @@ from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
 from .little_module import LITTLE_COMPUTE, little_value, make_i16_stages, padded_k
-from .row_dot import check_group, make_row_group_dot, specialize
+from .row_dot import check_group, make_row_group_dot, row_stride, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
@@ -107,6 +107,7 @@ class DualDenseShape:
     rank: int
     act: str
     little_dtype: str = "int8"
+    aligned_rows: bool = True  # W's rows padded to whole cache lines (row_dot.row_stride)
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= MAX_KERNEL_BATCH:
@@ -119,8 +120,13 @@ class DualDenseShape:
             raise ValueError(f"little_dtype must be one of {LITTLE_DTYPES}, got {self.little_dtype!r}")
 
     @property
+    def row_stride(self) -> int:
+        return row_stride(self.k, self.aligned_rows)
+
+    @property
     def name(self) -> str:
-        return f"dual_{self.act}_b{self.batch}_n{self.n}_k{self.k}_r{self.rank}_{self.little_dtype}"
+        suffix = "" if self.aligned_rows else "_unaligned"
+        return f"dual_{self.act}_b{self.batch}_n{self.n}_k{self.k}_r{self.rank}_{self.little_dtype}{suffix}"
 
 
 def sensitive(v: tirx.PrimExpr, lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -301,8 +307,9 @@ def dual_dense_template(
             NP = T.int32()  # padded rows, NBT * NB
             KP = T.int32()  # P's row length: K, or K padded to whole int16 vectors in "i16" mode
             RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NB, 2)); unused in "f32" mode
+            KS = T.int32()  # W's row stride
             x = T.match_buffer(x_h, (B, K), "float32")
-            W = T.match_buffer(W_h, (N, K), "float32")
+            W = T.match_buffer(W_h, (N, KS), "float32")
             bias = T.match_buffer(bias_h, (NP,), "float32")
             P = T.match_buffer(P_h, (R, KP), ldt)
             Ps = T.match_buffer(Ps_h, (R,), "float32")
@@ -333,8 +340,9 @@ def dual_dense_template(
         NP = T.int32()  # padded rows, NBT * NB
         KP = T.int32()  # P's row length: K, or K padded to whole int16 vectors in "i16" mode
         RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NB, 2)); unused in "f32" mode
+        KS = T.int32()  # W's row stride
         x = T.match_buffer(x_h, (B, K), "float32")
-        W = T.match_buffer(W_h, (N, K), "float32")
+        W = T.match_buffer(W_h, (N, KS), "float32")
         bias = T.match_buffer(bias_h, (NP,), "float32")
         P = T.match_buffer(P_h, (R, KP), ldt)
         Ps = T.match_buffer(Ps_h, (R,), "float32")
@@ -355,7 +363,7 @@ def make_dual_dense(
 ) -> tirx.PrimFunc:
     """The fused kernel for one shape.
 
-    Arguments, in order: x (B,K) f32, W (N,K) f32, then the constants of pack_dual_constants
+    Arguments, in order: x (B,K) f32, W (N, shape.row_stride) f32 (row_dot.pad_rows), then the constants of pack_dual_constants
     (bias, P, Ps, WLB, WLs, bL, lo, hi); outputs y (B,N) f32 and count (1,) int32, the number of
     rows of W read. With `debug`, two more outputs: the little values (B,N) f32 and the
     sensitivity mask (B,N) int8, for tests against a reference. vector_bits is the target's SIMD
@@ -370,7 +378,7 @@ def make_dual_dense(
     kp = padded_k(K, vector_bits) if i16 else K
     wlb = (nbt, ceil_div(R, 2), NB, 2) if i16 else (nbt, R, NB)
     shapes = [
-        ((B, K), f32), ((N, K), f32), ((NP,), f32), ((R, kp), ldt), ((R,), f32), (wlb, ldt),
+        ((B, K), f32), ((N, shape.row_stride), f32), ((NP,), f32), ((R, kp), ldt), ((R,), f32), (wlb, ldt),
         ((NP,), f32), ((NP,), f32), ((NP,), f32), ((NP,), f32), ((B, N), f32), ((1,), "int32"),
     ]
     if debug:

@@ -47,7 +47,7 @@ from tvm.script import tirx as T
 from .activations import fast_sigmoid
 from .dual_dense import MAX_KERNEL_BATCH, DualKernelConfig, ceil_div, sensitive
 from .little_module import little_value, make_i16_stages, padded_k
-from .row_dot import make_row_group_dot, specialize
+from .row_dot import make_row_group_dot, pad_rows, row_stride, specialize
 
 CELLS = {"lstm": 4, "gru": 3}  # gates per cell
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -74,6 +74,7 @@ class GateShape:
     input_size: int  # I; unused in hoisted mode
     rank: int
     fused: bool
+    aligned_rows: bool = True  # weight rows padded to whole cache lines (row_dot.row_stride)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -96,10 +97,15 @@ class GateShape:
         """Width of the little module's input u ([x; h] fused, h hoisted)."""
         return self.input_size + self.hidden if self.fused else self.hidden
 
+    def stride(self, k: int) -> int:
+        """Row stride of a weight operand whose rows hold k floats."""
+        return row_stride(k, self.aligned_rows)
+
     @property
     def name(self) -> str:
         mode = "fused" if self.fused else "hoisted"
-        return f"dual_{self.cell}_{mode}_b{self.batch}_h{self.hidden}_i{self.input_size}_r{self.rank}"
+        suffix = "" if self.aligned_rows else "_unaligned"
+        return f"dual_{self.cell}_{mode}_b{self.batch}_h{self.hidden}_i{self.input_size}_r{self.rank}{suffix}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -232,7 +238,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
 
     @T.macro
     def span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
-             slot, span_count, little_out, s, B, H, I, KJ, R, HP, RH, NBT):
+             slot, span_count, little_out, s, B, H, I, KJS, R, HP, RH, NBT):
         b0: T.let = s * S
         nblk: T.let = T.min(S, NBT - b0)
         c0: T.let = b0 * NB
@@ -257,7 +263,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 cnt[0] = cnt[0] + T.if_then_else(c0 + v < H, hit[0], 0)
         acc3 = T.alloc_buffer((G * L,), "float32")
         acc4 = T.alloc_buffer((L,), "float32")
-        gather_rows(acc3, acc4, Wj, idx, slot, base, cnt[0], xin, KJ, yl, sens, bias, B)
+        gather_rows(acc3, acc4, Wj, idx, slot, base, cnt[0], xin, KJS, yl, sens, bias, B)
         cnt2 = T.alloc_buffer((1,), "int32")
         hit2 = T.alloc_buffer((1,), "int32")
         cnt2[0] = 0
@@ -282,7 +288,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                     slot[base2 + t] = slot[base2 + t] + HP  # the same units' n_h rows
                 gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
             else:
-                gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
+                gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], xin, KJS, yl, sens, bias, B)
         # 4. outputs
         for i in range(nblk):
             outputs_block(out_h, out_x, yl, b0 + i, B, H, HP)
@@ -290,8 +296,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
 
     @T.macro
     def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-             B, H, I, KJ, R, NBT, HP, KP, RH):
-        xin = T.alloc_buffer((B, KJ), "float32")
+             B, H, I, KJ, KJS, R, NBT, HP, KP, RH):
+        # u = [x; h] (fused) or h, zero-padded to Wj's row stride: exact dots over Wj run over whole vectors
+        xin = T.alloc_buffer((B, KJS), "float32")
         z = T.alloc_buffer((B, R), "float32")
         yl = T.alloc_buffer((B, NL * HP), "float32")
         sens = T.alloc_buffer((B, NL * HP), "int8")
@@ -313,6 +320,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             for b in range(B):
                 for k in range(H):
                     xin[b, k] = h[b, k]
+        for b in range(B):
+            for k in range(KJS - KJ):
+                xin[b, KJ + k] = T.float32(0)
         # projection z = Ps * (P u), in parallel only when it pays for a parallel region
         if i16:
             project_i16(xin, xq, xs, z, zq, zs, bad, P, Ps, B, KJ, KP, R, RH)
@@ -340,12 +350,12 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         if tasks == 0:
             for sp in T.parallel(NST):
                 span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
-                     idx, slot, span_count, little_out, sp, B, H, I, KJ, R, HP, RH, NBT)
+                     idx, slot, span_count, little_out, sp, B, H, I, KJS, R, HP, RH, NBT)
         else:
             for task in T.parallel(tasks):
                 for i in range((NST + tasks - 1 - task) // tasks):
                     span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
-                         sens, idx, slot, span_count, little_out, task + i * tasks, B, H, I, KJ, R, HP, RH, NBT)
+                         sens, idx, slot, span_count, little_out, task + i * tasks, B, H, I, KJS, R, HP, RH, NBT)
         count[0] = 0
         for sp in range(NST):
             count[0] = count[0] + span_count[sp]
@@ -364,7 +374,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             B = T.int32()
             H = T.int32()
             I = T.int32()
-            KJ = T.int32()
+            KJS = T.int32()  # Wj's row stride (KJ = I + H fused, H hoisted, padded: row_dot.row_stride)
             R = T.int32()
             NBT = T.int32()
             KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
@@ -376,9 +386,11 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             NO = T.int32()  # NG * H
             x = T.match_buffer(x_h, (B, I), "float32")
             h = T.match_buffer(h_h, (B, H), "float32")
-            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
-            Wnx = T.match_buffer(Wnx_h, (H, I), "float32")
-            Wnh = T.match_buffer(Wnh_h, (H, H), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJS), "float32")
+            IS = T.int32()
+            HS = T.int32()
+            Wnx = T.match_buffer(Wnx_h, (H, IS), "float32")
+            Wnh = T.match_buffer(Wnh_h, (H, HS), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
             P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
@@ -393,7 +405,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(x, h, x, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-                 B, H, I, KJ, R, NBT, NBT * NB, KP, RH)
+                 B, H, I, I + H, KJS, R, NBT, NBT * NB, KP, RH)
 
     elif fused:
 
@@ -405,7 +417,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             B = T.int32()
             H = T.int32()
             I = T.int32()
-            KJ = T.int32()
+            KJS = T.int32()  # Wj's row stride (KJ = I + H fused, H hoisted, padded: row_dot.row_stride)
             R = T.int32()
             NBT = T.int32()
             KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
@@ -416,7 +428,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             NDN = T.int32()
             x = T.match_buffer(x_h, (B, I), "float32")
             h = T.match_buffer(h_h, (B, H), "float32")
-            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJS), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
             P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
@@ -431,7 +443,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(x, h, x, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-                 B, H, I, KJ, R, NBT, NBT * NB, KP, RH)
+                 B, H, I, I + H, KJS, R, NBT, NBT * NB, KP, RH)
 
     else:
 
@@ -442,7 +454,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
             B = T.int32()
             H = T.int32()
-            KJ = T.int32()
+            KJS = T.int32()  # Wj's row stride (KJ = I + H fused, H hoisted, padded: row_dot.row_stride)
             R = T.int32()
             NBT = T.int32()
             KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
@@ -453,7 +465,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             NDN = T.int32()
             h = T.match_buffer(h_h, (B, H), "float32")
             addend = T.match_buffer(add_h, (B, NW), "float32")
-            Wj = T.match_buffer(Wj_h, (NW, KJ), "float32")
+            Wj = T.match_buffer(Wj_h, (NW, KJS), "float32")
             bias = T.match_buffer(bias_h, (NLP,), "float32")
             P = T.match_buffer(P_h, (R, KP), "int8")
             Ps = T.match_buffer(Ps_h, (R,), "float32")
@@ -467,7 +479,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
             body(h, h, addend, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
-                 B, H, KJ, KJ, R, NBT, NBT * NB, KP, RH)
+                 B, H, H, H, KJS, R, NBT, NBT * NB, KP, RH)
 
     if debug:
         return kernel
@@ -483,7 +495,8 @@ def make_dual_gates(
     fused:   x (B, I), h (B, H), Wj, [GRU: Wnx (H, I), Wnh (H, H)], then pack_gate_constants' vectors;
              outputs out_h (B, NG*H), count (1,) int32, out_x (B, NG*H)
     hoisted: h (B, H), addend (B, NG*H), Wj, then the constants; outputs out_h, count.
-    Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted).
+    Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted), every
+    weight operand with its rows padded to shape.stride (gate_kernel_weights lays them out).
     With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout.
     vector_bits is the target's SIMD width (target.vector_bits), used by the "i16" little module.
     """
@@ -504,10 +517,12 @@ def make_dual_gates(
     # lo/hi are per gate (NG * HP) but share the NL * HP layout (the GRU's n_h slot is unused)
     if shape.fused:
         nw = NJ * H
-        weights = [((nw, KJ), f32)] + ([((H, I), f32), ((H, H), f32)] if shape.cell == "gru" else [])
+        weights = [((nw, shape.stride(KJ)), f32)]
+        if shape.cell == "gru":
+            weights += [((H, shape.stride(I)), f32), ((H, shape.stride(H)), f32)]
         shapes = [((B, I), f32), ((B, H), f32), *weights, *consts, ((B, NG * H), f32), ((1,), "int32"), ((B, NG * H), f32)]
     else:
-        shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, KJ), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
+        shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, shape.stride(KJ)), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
     if debug:
         shapes += [((B, NL * HP), f32), ((B, NL * HP), "int8")]
     template = dual_gates_template(shape.cell, shape.fused, config, debug, vector_bits if i16 else 256)
@@ -517,14 +532,15 @@ def make_dual_gates(
 
 def gate_kernel_weights(shape: GateShape, W_ih: np.ndarray, W_hh: np.ndarray) -> list[np.ndarray]:
     """The kernel's weight operands from PyTorch's gate-major W_ih, W_hh: fused [W_ih | W_hh] of the
-    joint gates (+ the GRU's W_in, W_hn); hoisted W_hh."""
+    joint gates (+ the GRU's W_in, W_hn); hoisted W_hh; rows padded to shape.stride."""
     H = shape.hidden
     if not shape.fused:
-        return [W_hh]
-    joint = np.ascontiguousarray(np.concatenate([W_ih, W_hh], axis=1)[: joint_gates(shape.cell) * H])
-    if shape.cell == "lstm":
-        return [joint]
-    return [joint, np.ascontiguousarray(W_ih[2 * H :]), np.ascontiguousarray(W_hh[2 * H :])]
+        return [pad_rows(W_hh, shape.stride(H))]
+    joint = np.concatenate([W_ih, W_hh], axis=1)[: joint_gates(shape.cell) * H]
+    weights = [pad_rows(joint, shape.stride(shape.projected))]
+    if shape.cell == "gru":
+        weights += [pad_rows(W_ih[2 * H :], shape.stride(shape.input_size)), pad_rows(W_hh[2 * H :], shape.stride(H))]
+    return weights
 
 
 def gate_kernel_bias(shape: GateShape, b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:

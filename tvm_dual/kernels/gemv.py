@@ -14,7 +14,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .row_dot import check_group, make_row_group_dot, register_lanes, specialize
+from .row_dot import check_group, make_row_group_dot, register_lanes, row_stride, specialize
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class GemvShape:
     k: int
     act: str
     has_bias: bool = True
+    aligned_rows: bool = True  # W's rows padded to whole cache lines (row_dot.row_stride)
 
     def __post_init__(self) -> None:
         if min(self.batch, self.n, self.k) < 1:
@@ -56,8 +57,13 @@ class GemvShape:
             raise ValueError(f"unknown activation {self.act!r}; expected one of {ACTIVATIONS}")
 
     @property
+    def row_stride(self) -> int:
+        return row_stride(self.k, self.aligned_rows)
+
+    @property
     def name(self) -> str:
-        return f"gemv_{self.act}_b{self.batch}_n{self.n}_k{self.k}" + ("" if self.has_bias else "_nobias")
+        suffix = ("" if self.has_bias else "_nobias") + ("" if self.aligned_rows else "_unaligned")
+        return f"gemv_{self.act}_b{self.batch}_n{self.n}_k{self.k}{suffix}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,8 +98,9 @@ def gemv_template(act: str, has_bias: bool, config: GemvConfig) -> tirx.PrimFunc
             B = T.int32()
             N = T.int32()
             K = T.int32()
+            KS = T.int32()  # W's row stride
             x = T.match_buffer(x_h, (B, K), "float32")
-            W = T.match_buffer(W_h, (N, K), "float32")
+            W = T.match_buffer(W_h, (N, KS), "float32")
             y = T.match_buffer(y_h, (B, N), "float32")
             body(x, W, W, y, B, N, K)
 
@@ -105,8 +112,9 @@ def gemv_template(act: str, has_bias: bool, config: GemvConfig) -> tirx.PrimFunc
         B = T.int32()
         N = T.int32()
         K = T.int32()
+        KS = T.int32()  # W's row stride
         x = T.match_buffer(x_h, (B, K), "float32")
-        W = T.match_buffer(W_h, (N, K), "float32")
+        W = T.match_buffer(W_h, (N, KS), "float32")
         bias = T.match_buffer(bias_h, (N,), "float32")
         y = T.match_buffer(y_h, (B, N), "float32")
         body(x, W, bias, y, B, N, K)
@@ -115,8 +123,9 @@ def gemv_template(act: str, has_bias: bool, config: GemvConfig) -> tirx.PrimFunc
 
 
 def make_gemv(shape: GemvShape, config: GemvConfig = GemvConfig()) -> tirx.PrimFunc:
-    """Arguments: x (B,K) f32, W (N,K) f32, bias (N,) f32 (omitted without bias); output y (B,N)."""
+    """Arguments: x (B,K) f32, W (N, shape.row_stride) f32 (row_dot.pad_rows), bias (N,) f32 (omitted
+    without bias); output y (B,N)."""
     B, N, K = shape.batch, shape.n, shape.k
-    shapes = [((B, K), "float32"), ((N, K), "float32")] + ([((N,), "float32")] if shape.has_bias else [])
+    shapes = [((B, K), "float32"), ((N, shape.row_stride), "float32")] + ([((N,), "float32")] if shape.has_bias else [])
     shapes.append(((B, N), "float32"))
     return specialize(gemv_template(shape.act, shape.has_bias, config), shapes, shape.name)

@@ -12,7 +12,7 @@ from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
 from ..kernels.gemv import GemvShape, default_gemv_config, make_gemv
-from ..sites import DUAL_ACTIVATIONS, WeightKeys, activation_pattern, constant_array, linear_pattern, static_shape
+from ..sites import DUAL_ACTIVATIONS, RowPaddedWeights, WeightKeys, activation_pattern, constant_array, linear_pattern, static_shape
 
 # Beyond this many rows of x, W is better streamed by a blocked GEMM than row by row.
 MAX_GEMV_BATCH = 64
@@ -31,6 +31,7 @@ class DenseGemvRewrite:
         kernels: dict[str, relax.GlobalVar] = {}
         pat = linear_pattern()
         keys = WeightKeys()
+        padded = RowPaddedWeights()
 
         def emit(matches, act: str) -> relax.Expr | None:
             x = matches[pat.x]
@@ -46,7 +47,7 @@ class DenseGemvRewrite:
             shape = GemvShape(batch=batch, n=n, k=k, act=act, has_bias=has_bias)
             if shape.name not in kernels:
                 kernels[shape.name] = builder.add_func(make_gemv(shape, self.config), shape.name)
-            args = [x if len(x_shape) == 2 else relax.op.reshape(x, (batch, k)), matches[pat.weight]]
+            args = [x if len(x_shape) == 2 else relax.op.reshape(x, (batch, k)), padded.get(matches[pat.weight], shape.row_stride)]
             if has_bias:
                 bias = matches[pat.bias]
                 args.append(bias if static_shape(bias) == (n,) else relax.op.reshape(bias, (n,)))

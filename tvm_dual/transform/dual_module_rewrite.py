@@ -13,6 +13,7 @@ from ..kernels.dual_dense import DualDenseShape, make_dual_dense, pack_dual_cons
 from ..plan import DualLayerPlan, DualPlan
 from ..sites import (
     DUAL_ACTIVATIONS,
+    RowPaddedWeights,
     WeightKeys,
     activation_pattern,
     constant_array,
@@ -57,6 +58,7 @@ class _LayerRewriter:
         self.plan = plan
         self.builder = builder
         self.keys = WeightKeys()
+        self.padded = RowPaddedWeights()
         self.kernels: dict[str, relax.GlobalVar] = {}
         self.constants: dict[str, list[relax.Constant]] = {}
 
@@ -81,7 +83,7 @@ class _LayerRewriter:
         x2d = x if len(x_shape) == 2 else relax.op.reshape(x, (batch, layer.k))
         call = relax.call_tir(
             kernel,
-            [x2d, weight, *consts],
+            [x2d, self.padded.get(weight, shape.row_stride), *consts],
             out_ty=[relax.TensorType((batch, layer.n), "float32"), relax.TensorType((1,), "int32")],
         )
         y = relax.TupleGetItem(call, 0)
