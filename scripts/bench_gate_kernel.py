@@ -24,6 +24,7 @@ import numpy as np
 import tvm
 
 from tvm_dual.bench.timing import CacheFlusher
+from tvm_dual.huge_pages import collapse
 from tvm_dual.kernels.dual_dense import DualKernelConfig
 from tvm_dual.kernels.dual_gates import CELLS, GateShape, gate_kernel_weights, little_groups, make_dual_gates, pack_gate_constants
 from tvm_dual.target import host_target, vector_bits
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="read 128 MiB before every timed call (median of the calls)")
     ap.add_argument("--layouts", nargs="+", choices=("aligned", "unaligned"), default=["aligned"],
                     help="weight rows padded to whole cache lines (the default layout) or PyTorch's; each config runs in each")
+    ap.add_argument("--small-pages", action="store_true",
+                    help="leave the weights on 4 KiB pages (compiled models put them on 2 MiB pages: huge_pages.py)")
     args = ap.parse_args()
 
     H, R = args.hidden, args.rank
@@ -65,6 +68,9 @@ def main() -> None:
     W_ih = (rng.standard_normal((ng * H, I)) / np.sqrt(I + H)).astype(f32)
     W_hh = (rng.standard_normal((ng * H, H)) / np.sqrt(I + H)).astype(f32)
     weights = {layout: [tensor(w) for w in gate_kernel_weights(shape, W_ih, W_hh)] for layout, shape in shapes.items()}
+    if not args.small_pages:
+        on_huge = sum(collapse(w.data_ptr(), w.numpy().nbytes) for ws in weights.values() for w in ws)
+        print(f"weights on 2 MiB pages: {on_huge / 2**20:.0f} MiB")
     P = rng.integers(-127, 128, (R, I + H)).astype(np.int8)
     WL = rng.integers(-127, 128, (nl * H, R)).astype(np.int8)
     xs = [tensor(rng.standard_normal((1, I)).astype(f32)) for _ in range(8)]

@@ -20,6 +20,7 @@ import numpy as np
 import tvm
 
 from tvm_dual.bench.timing import CacheFlusher
+from tvm_dual.huge_pages import collapse
 from tvm_dual.kernels.gemv import GemvConfig, GemvShape, make_gemv
 from tvm_dual.kernels.row_dot import pad_rows
 from tvm_dual.target import host_target
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=100, help="timed calls per variant and round")
     ap.add_argument("--cold", action="store_true", help="read 128 MiB before every timed call")
+    ap.add_argument("--small-pages", action="store_true",
+                    help="leave W on 4 KiB pages (compiled models put it on 2 MiB pages: huge_pages.py)")
     args = ap.parse_args()
 
     target = host_target()
@@ -47,6 +50,8 @@ def main() -> None:
         for layout in args.layouts:
             shape = GemvShape(1, n, k, "none", aligned_rows=layout == "aligned")
             W = tvm.runtime.tensor(pad_rows(w, shape.row_stride))
+            if not args.small_pages:
+                collapse(W.data_ptr(), n * shape.row_stride * 4)
             for knobs in args.configs:
                 kernel = tvm.compile(tvm.IRModule({"main": make_gemv(shape, GemvConfig(**json.loads(knobs)))}), target=target)["main"]
                 y = tvm.runtime.tensor(np.zeros((1, n), np.float32))
