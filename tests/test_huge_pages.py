@@ -8,7 +8,7 @@ import torch
 
 import tvm_dual
 from tvm_dual import huge_pages
-from tvm_dual.huge_pages import HUGE_PAGE, huge_range
+from tvm_dual.huge_pages import HUGE_PAGE, enclosing_range, huge_range
 
 
 def _collapse_supported() -> bool:
@@ -25,6 +25,22 @@ def test_huge_range_is_the_aligned_interior():
     assert huge_range(0, 3 * HUGE_PAGE) == (0, 3 * HUGE_PAGE)
     start, end = huge_range(64, HUGE_PAGE)  # no whole aligned huge page inside
     assert start == end
+
+
+def test_enclosing_range_covers_every_byte():
+    assert enclosing_range(HUGE_PAGE + 64, HUGE_PAGE) == (HUGE_PAGE, 3 * HUGE_PAGE)
+    assert enclosing_range(2 * HUGE_PAGE, HUGE_PAGE) == (2 * HUGE_PAGE, 3 * HUGE_PAGE)
+
+
+@pytest.mark.skipif(not _collapse_supported(), reason="this kernel does not collapse to transparent huge pages")
+def test_collapsing_around_a_buffer_keeps_its_neighbours():
+    """The 2 MiB pages around a buffer hold other data too: collapsing them must not change it."""
+    arena = np.random.default_rng(0).integers(0, 255, 6 * HUGE_PAGE, dtype=np.uint8)
+    before = arena.copy()
+    start, _ = huge_range(arena.ctypes.data, arena.nbytes)
+    offset = start - arena.ctypes.data + HUGE_PAGE // 2  # a buffer straddling two 2 MiB pages
+    assert huge_pages.collapse(arena.ctypes.data + offset, HUGE_PAGE) == HUGE_PAGE
+    np.testing.assert_array_equal(arena, before)
 
 
 def _linear_model(n: int, k: int):
