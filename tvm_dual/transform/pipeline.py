@@ -10,6 +10,8 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
+from ..schedule_rules import Elementwise
+
 from ..plan import DualPlan
 from .dense_conv_rewrite import DenseConvRewrite
 from .dense_gemv_rewrite import DenseGemvRewrite
@@ -60,7 +62,7 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
             seq = tvm.transform.Sequential(
                 legalization_passes(target)
                 + tuned
-                + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+                + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction(), Elementwise())]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
             )
