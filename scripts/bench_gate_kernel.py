@@ -24,7 +24,7 @@ import numpy as np
 import tvm
 
 from tvm_dual.bench.timing import CacheFlusher
-from tvm_dual.huge_pages import collapse
+from tvm_dual.huge_pages import collapse, tensor_nbytes
 from tvm_dual.kernels.dual_dense import DualKernelConfig
 from tvm_dual.kernels.dual_gates import CELLS, GateShape, gate_kernel_weights, little_groups, make_dual_gates, pack_gate_constants
 from tvm_dual.target import host_target, vector_bits
@@ -69,7 +69,7 @@ def main() -> None:
     W_hh = (rng.standard_normal((ng * H, H)) / np.sqrt(I + H)).astype(f32)
     weights = {layout: [tensor(w) for w in gate_kernel_weights(shape, W_ih, W_hh)] for layout, shape in shapes.items()}
     if not args.small_pages:
-        on_huge = sum(collapse(w.data_ptr(), w.numpy().nbytes) for ws in weights.values() for w in ws)
+        on_huge = sum(collapse(w.data_ptr(), tensor_nbytes(w)) for ws in weights.values() for w in ws)
         print(f"weights on 2 MiB pages: {on_huge / 2**20:.0f} MiB")
     P = rng.integers(-127, 128, (R, I + H)).astype(np.int8)
     WL = rng.integers(-127, 128, (nl * H, R)).astype(np.int8)

@@ -20,7 +20,7 @@ import numpy as np
 import tvm
 
 from tvm_dual.bench.timing import CacheFlusher
-from tvm_dual.huge_pages import collapse
+from tvm_dual.huge_pages import collapse, tensor_nbytes
 from tvm_dual.kernels.gemv import GemvConfig, GemvShape, make_gemv
 from tvm_dual.kernels.row_dot import pad_rows
 from tvm_dual.target import host_target
@@ -51,7 +51,7 @@ def main() -> None:
             shape = GemvShape(1, n, k, "none", aligned_rows=layout == "aligned")
             W = tvm.runtime.tensor(pad_rows(w, shape.row_stride))
             if not args.small_pages:
-                collapse(W.data_ptr(), n * shape.row_stride * 4)
+                collapse(W.data_ptr(), tensor_nbytes(W))
             for knobs in args.configs:
                 kernel = tvm.compile(tvm.IRModule({"main": make_gemv(shape, GemvConfig(**json.loads(knobs)))}), target=target)["main"]
                 y = tvm.runtime.tensor(np.zeros((1, n), np.float32))

@@ -58,6 +58,11 @@ def huge_range(address: int, nbytes: int) -> tuple[int, int]:
     return start, end
 
 
+def tensor_nbytes(tensor) -> int:
+    """Bytes of a tvm.runtime.Tensor's data, from its shape (no copy)."""
+    return int(np.prod(tensor.shape, dtype=np.int64)) * np.dtype(str(tensor.dtype)).itemsize
+
+
 def enclosing_range(address: int, nbytes: int) -> tuple[int, int]:
     """The 2 MiB pages [start, end) that hold any byte of a buffer."""
     return address // HUGE_PAGE * HUGE_PAGE, -(-(address + nbytes) // HUGE_PAGE) * HUGE_PAGE
@@ -101,7 +106,7 @@ def _kernel_buffers(vm, probe) -> dict[int, int]:
         if before and not symbol.startswith("vm.builtin"):
             for arg in args:
                 if isinstance(arg, tvm.runtime.Tensor):
-                    nbytes = int(np.prod(arg.shape, dtype=np.int64)) * np.dtype(str(arg.dtype)).itemsize
+                    nbytes = tensor_nbytes(arg)
                     if nbytes >= HUGE_PAGE:
                         seen[arg.data_ptr()] = nbytes
         return 0

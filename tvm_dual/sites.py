@@ -107,9 +107,11 @@ class WeightKeys:
 class RowPaddedWeights:
     """Weight constants as the GEMV and dual kernels read them, rows padded to the kernel's row
     stride (kernels/row_dot.row_stride); one padded constant per original, because an unrolled
-    recurrence uses the same weight at every step."""
+    recurrence uses the same weight at every step. The arrays come from the pass's WeightKeys,
+    which has already read them."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: WeightKeys) -> None:
+        self._keys = keys
         self._seen: list[tuple[relax.Expr, relax.Constant]] = []
 
     def get(self, const: relax.Constant, stride: int) -> relax.Expr:
@@ -118,7 +120,7 @@ class RowPaddedWeights:
         for seen, padded in self._seen:
             if seen.same_as(const) and static_shape(padded)[-1] == stride:
                 return padded
-        padded = relax.const(pad_rows(constant_array(const), stride))
+        padded = relax.const(pad_rows(self._keys.lookup(const)[0], stride))
         self._seen.append((const, padded))
         return padded
 

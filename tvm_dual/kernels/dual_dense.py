@@ -363,8 +363,8 @@ def make_dual_dense(
 ) -> tirx.PrimFunc:
     """The fused kernel for one shape.
 
-    Arguments, in order: x (B,K) f32, W (N, shape.row_stride) f32 (row_dot.pad_rows), then the constants of pack_dual_constants
-    (bias, P, Ps, WLB, WLs, bL, lo, hi); outputs y (B,N) f32 and count (1,) int32, the number of
+    Arguments, in order: x (B,K) f32, W (N, shape.row_stride) f32 (row_dot.pad_rows), then the
+    constants of pack_dual_constants (bias, P, Ps, WLB, WLs, bL, lo, hi); outputs y (B,N) f32 and count (1,) int32, the number of
     rows of W read. With `debug`, two more outputs: the little values (B,N) f32 and the
     sensitivity mask (B,N) int8, for tests against a reference. vector_bits is the target's SIMD
     width (target.vector_bits), used by the "i16" little module.

@@ -62,10 +62,11 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
     """Return a T.macro `dot(acc, A, idx, base, next_base, X, xb, K)`.
 
     After it runs, acc[g * L] holds sum_k float(A[row_g, k]) * X[xb, k] for g in 0..G-1 and k < K
-    (A's rows may be longer than K: row_stride), where row_g = idx[base + g] if `gathered` else base + g (then `idx` is unused; pass 0). With
-    `prefetch`, the rows of the group that starts at `next_base` are prefetched one cache line per
-    chunk (the hardware streamer does the rest); `next_base` must be a valid group start. K may be
-    symbolic: the template is specialized to shapes later.
+    (A's rows may be longer than K: row_stride), where row_g = idx[base + g] if `gathered` else
+    base + g (then `idx` is unused; pass 0). With `prefetch`, the rows of the group that starts at
+    `next_base` are prefetched one cache line per chunk (the hardware streamer does the rest);
+    `next_base` must be a valid group start. K may be symbolic: the template is specialized to
+    shapes later.
     """
     check_group(group, lanes)
     G, L = group, lanes

@@ -31,7 +31,7 @@ class DenseGemvRewrite:
         kernels: dict[str, relax.GlobalVar] = {}
         pat = linear_pattern()
         keys = WeightKeys()
-        padded = RowPaddedWeights()
+        padded = RowPaddedWeights(keys)
 
         def emit(matches, act: str) -> relax.Expr | None:
             x = matches[pat.x]

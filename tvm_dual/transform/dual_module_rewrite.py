@@ -58,7 +58,7 @@ class _LayerRewriter:
         self.plan = plan
         self.builder = builder
         self.keys = WeightKeys()
-        self.padded = RowPaddedWeights()
+        self.padded = RowPaddedWeights(self.keys)
         self.kernels: dict[str, relax.GlobalVar] = {}
         self.constants: dict[str, list[relax.Constant]] = {}
 

@@ -10,9 +10,8 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
-from ..schedule_rules import Elementwise
-
 from ..plan import DualPlan
+from ..schedule_rules import Elementwise
 from .dense_conv_rewrite import DenseConvRewrite
 from .dense_gemv_rewrite import DenseGemvRewrite
 from .dual_conv_rewrite import DualConvRewrite
