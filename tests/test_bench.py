@@ -74,6 +74,12 @@ def test_smoke_run_writes_valid_json(smoke):
     assert all(0 < r["of_cold_read_limit"] for r in results["summary"] if r["cache"] == "cold")
     assert not any("cold_read_limit_us" in r for r in results["summary"] if r["cache"] == "hot")
 
+    paired = {(r["level"], r["cache"]): r for r in results["paired"]}
+    assert set(paired) == {(level, cache) for level in ("whole call", "kernels only") for cache in ("hot", "cold")}
+    for r in paired.values():
+        assert len(r["ratios"]) >= 10 and all(x > 0 and math.isfinite(x) for x in r["ratios"])
+        assert r["target_ratio"] == 0.5 and 0.0 <= r["observed_ratio"] <= 1.0
+
 
 def test_smoke_run_writes_markdown_and_plots(smoke, tmp_path):
     _, out = smoke
@@ -81,7 +87,8 @@ def test_smoke_run_writes_markdown_and_plots(smoke, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert text.startswith("# Linear 64->128 + tanh, batch 1")
     for needle in ("**Streaming read bandwidth**", "**Hot cache, 1 thread**", "**Cold cache, 1 thread**",
-                   "**Outputs vs PyTorch**", "| tvm-dual 0.50 |", "cold-read limit µs | % of it |", "![speedup](results_speedup.png)", "Check (issue 2)"):
+                   "**Outputs vs PyTorch**", "| tvm-dual 0.50 |", "cold-read limit µs | % of it |", "![speedup](results_speedup.png)", "Check (issue 2)",
+                   "**Paired, in one process**"):
         assert needle in text, needle
     for name, entry in results["engines"].items():
         assert entry["label"] in text
@@ -185,6 +192,38 @@ def test_criterion_checks_whole_calls_and_kernels_against_their_own_dense_builds
     assert checks["whole call"]["baseline"] == "numpy (BLAS)" and checks["whole call"]["speedup"] == pytest.approx(100 / 60)
     assert checks["kernels only"]["baseline"] == "TVM dense, kernels only"
     assert checks["kernels only"]["speedup"] == pytest.approx(90 / 50) and checks["kernels only"]["reached"]
+
+
+def test_paired_timing_alternates_which_engine_goes_first_and_flushes_before_every_timed_call():
+    from tvm_dual.bench.timing import TimingPlan, measure_paired
+
+    events: list[str] = []
+    plan = TimingPlan(warmup_s=0.0, budget_s=0.0, min_samples=4, max_samples=4)
+    stats = measure_paired(
+        (lambda x: events.append(f"a{x}"), [0, 1]), (lambda x: events.append(f"b{x}"), [0, 1]), plan,
+        flush=lambda: events.append("flush"),
+    )
+    timed = events[6:]  # 3 warm-up rounds of both engines
+    assert timed == ["flush", "a1", "flush", "b1", "flush", "b0", "flush", "a0",
+                     "flush", "a1", "flush", "b1", "flush", "b0", "flush", "a0"]
+    assert len(stats.ratios) == 4 and all(r > 0 for r in stats.ratios)
+    events.clear()
+    measure_paired((lambda x: events.append(f"a{x}"), [0, 1]), (lambda x: events.append(f"b{x}"), [0, 1]), plan)
+    # hot: an untimed call on the other input before each timed one
+    assert events[6:10] == ["a0", "a1", "b0", "b1"]
+
+
+def test_paired_summary_pools_the_pairs_of_all_rounds():
+    def rec(round_index: int, ratios: list[float]) -> dict:
+        return {
+            "level": "kernels only", "baseline": "tvm-dense-kernel", "contender": "tvm-dual-kernel", "target_ratio": 0.5,
+            "threads": 1, "cache": "cold", "round": round_index, "ratios": ratios,
+            "baseline_median_us": 100.0, "contender_median_us": 60.0, "observed_ratio": 0.5,
+        }
+
+    (row,) = report.paired_summary({"paired": [rec(0, [1.0, 1.2, 1.4]), rec(1, [2.0, 2.2])]})
+    assert row["speedup"] == pytest.approx(1.4) and row["pairs"] == 5 and row["rounds"] == 2
+    assert row["round_min"] == pytest.approx(1.2) and row["round_max"] == pytest.approx(2.1)
 
 
 # ---- workloads and the command line ----------------------------------------------------------

@@ -12,6 +12,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+import numpy as np
+
 from ..tuning.search_report import is_search_report, plot_search, render_search
 from .bandwidth import COLD_READ
 
@@ -114,6 +116,30 @@ def criterion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "reached": speedup >= CRITERION_SPEEDUP,
                 }
             )
+    return out
+
+
+def paired_summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (level, cache, threads): the pairs of all rounds pooled (each round a fresh process)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results.get("paired", []):
+        groups[(r["level"], r["cache"], r["threads"])].append(r)
+    out = []
+    for (level, cache, threads), recs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "whole call", kv[0][1] != "hot", kv[0][2])):
+        ratios = [x for r in recs for x in r["ratios"]]
+        p10, p50, p90 = np.percentile(ratios, [10, 50, 90])
+        per_round = [median(r["ratios"]) for r in recs]
+        out.append(
+            {
+                "level": level, "cache": cache, "threads": threads, "baseline": recs[0]["baseline"],
+                "contender": recs[0]["contender"], "target_ratio": recs[0]["target_ratio"],
+                "baseline_us": median(r["baseline_median_us"] for r in recs),
+                "contender_us": median(r["contender_median_us"] for r in recs),
+                "speedup": float(p50), "p10": float(p10), "p90": float(p90),
+                "round_min": min(per_round), "round_max": max(per_round), "pairs": len(ratios), "rounds": len(recs),
+                "observed_ratio": median(r["observed_ratio"] for r in recs) if all("observed_ratio" in r for r in recs) else None,
+            }
+        )
     return out
 
 
@@ -230,6 +256,8 @@ def render_run(results: dict[str, Any], images: dict[str, str] | None = None, he
             )
         lines.append("")
 
+    lines += _paired_lines(results, w["name"] == CRITERION_WORKLOAD)
+
     for cache in ("hot", "cold"):
         for threads in sorted({r["threads"] for r in rows}):
             group = [r for r in rows if r["cache"] == cache and r["threads"] == threads]
@@ -261,6 +289,36 @@ def render_run(results: dict[str, Any], images: dict[str, str] | None = None, he
     for name, path in (images or {}).items():
         lines += [f"![{name}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _paired_lines(results: dict[str, Any], criterion_workload: bool) -> list[str]:
+    paired = paired_summary(results)
+    if not paired:
+        return []
+    labels = {name: e["label"] for name, e in results["engines"].items()}
+    target = f"; target {CRITERION_SPEEDUP}x (issue 2)" if criterion_workload else ""
+    lines = [
+        f"**Paired, in one process** (dense TVM vs tvm-dual at ratio {paired[0]['target_ratio']}{target}): both builds "
+        "loaded in one fresh process per round and thread count, their calls alternating (which goes first swaps "
+        "every pair; cold: caches flushed before every call; hot: each timed call follows an untimed call of the "
+        "same engine). Speedup = median over all rounds' pairs of (dense time / dual time); a pair's two calls "
+        "are milliseconds apart, so the machine's drift, which moves whole runs by tens of percent here, "
+        "cancels in it. It compares the two TVM builds only; the tables below compare every engine.",
+        "",
+        "| level | cache | threads | dense µs | dual µs | observed ratio | speedup | p10–p90 of pairs | rounds' medians | pairs |"
+        + (" reached |" if criterion_workload else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if criterion_workload else ""),
+    ]
+    for p in paired:
+        ratio = f"{p['observed_ratio']:.3f}" if p["observed_ratio"] is not None else ""
+        reached = (" yes |" if p["speedup"] >= CRITERION_SPEEDUP else " **no** |") if criterion_workload else ""
+        lines.append(
+            f"| {p['level']} ({labels.get(p['baseline'], p['baseline'])} vs {labels.get(p['contender'], p['contender'])}) "
+            f"| {p['cache']} | {p['threads']} | {_fmt_us(p['baseline_us'])} | {_fmt_us(p['contender_us'])} | {ratio} "
+            f"| {p['speedup']:.2f}x | {p['p10']:.2f}–{p['p90']:.2f} | {p['round_min']:.2f}–{p['round_max']:.2f} "
+            f"| {p['pairs']} |{reached}"
+        )
+    return lines + [""]
 
 
 def _accuracy_lines(results: dict[str, Any]) -> list[str]:

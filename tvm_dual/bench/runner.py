@@ -5,6 +5,10 @@ OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS set, so that thread po
 process and are sized before any library starts them. A round runs every job once (the bandwidth
 measurements are jobs too); later rounds shuffle the order, so that drift on a shared machine
 spreads over all engines instead of biasing one, and the report takes medians over rounds.
+
+Besides, each round runs dense TVM and tvm-dual together in one process (PAIRS), their calls
+alternating: the machine's speed drifts by tens of percent between processes here, and a ratio of
+neighbouring calls is far steadier than a ratio of medians taken minutes apart.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 from .bandwidth import COLD_READ
 from .machine import git_revision, last_level_cache_bytes, load_average, machine_info, package_versions
 from .settings import BenchSettings
-from .worker import PREPARED, flush_bytes
+from .worker import PREPARED, flush_bytes, paired_variant
 
 RESULTS_FORMAT = "tvm-dual-bench/1"
+# (level, baseline, contender) measured alternating in one process besides the isolated runs: both
+# are TVM builds, so they share one thread pool without oversubscribing the cores
+PAIRS = (("whole call", "tvm-dense", "tvm-dual"), ("kernels only", "tvm-dense-kernel", "tvm-dual-kernel"))
 THREAD_VARIABLES = ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -114,9 +122,17 @@ def run_benchmark(
         engines = [name for name, entry in prepared["engines"].items() if entry["status"] == "ok"]
         sizes = bandwidth_sizes(settings, prepared["footprint_bytes"])
         jobs = [("bandwidth", None, t) for t in settings.threads] + [("measure", e, t) for e in engines for t in settings.threads]
+        pairs = {
+            f"{base}+{contender}": (level, base, contender)
+            for level, base, contender in PAIRS
+            if settings.paired_ratio is not None
+            and paired_variant(prepared, base, None) and paired_variant(prepared, contender, settings.paired_ratio)
+        }
+        jobs += [("paired", name, t) for name in pairs for t in settings.threads]
         records: list[dict] = []
         checks: list[dict] = []
         bandwidth: list[dict] = []
+        paired: list[dict] = []
         errors: list[dict] = []
         for round_index in range(settings.rounds):
             order = list(jobs)
@@ -128,6 +144,8 @@ def run_benchmark(
                 job = dict(base_job, engine=engine, threads=threads, round=round_index, output=str(logs / f"{stem}.out.json"))
                 if command == "bandwidth":
                     job["sizes"] = sizes
+                if command == "paired":
+                    job["level"], *job["pair"] = pairs[engine]
                 outcome = run_worker(command, job, threads, logs / f"{stem}.log", settings.worker_timeout_s)
                 if isinstance(outcome, str):
                     errors.append({"engine": name, "threads": threads, "round": round_index, "error": outcome})
@@ -136,6 +154,7 @@ def run_benchmark(
                 records += outcome.get("records", [])
                 checks += outcome.get("checks", [])
                 bandwidth += outcome.get("bandwidth", [])
+                paired += outcome.get("paired", [])
                 log(f"[round {round_index + 1}/{settings.rounds}] {name} t={threads}: " + _progress(outcome))
     finally:
         if not keep_artifacts:
@@ -162,6 +181,7 @@ def run_benchmark(
         "engines": prepared["engines"],
         "bandwidth": bandwidth,
         "records": records,
+        "paired": paired,
         "checks": checks,
         "errors": errors,
     }
@@ -171,7 +191,10 @@ def run_benchmark(
 def _progress(outcome: dict[str, Any]) -> str:
     if "bandwidth" in outcome:
         return ", ".join(f"{r['label']} {r['gbps']:.1f} GB/s" for r in outcome["bandwidth"])
-    parts = []
+    parts = [
+        f"{r['cache']} {r['contender']} {median(r['ratios']):.2f}x faster (median of {len(r['ratios'])} pairs)"
+        for r in outcome.get("paired", [])
+    ]
     for r in outcome.get("records", []):
         label = f"{r['variant']} " if r["variant"] else ""
         ratio = f" (ratio {r['observed_ratio']:.2f})" if "observed_ratio" in r else ""

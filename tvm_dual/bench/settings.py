@@ -20,6 +20,7 @@ class BenchSettings:
     caches: list[str] = field(default_factory=lambda: list(CACHES))
     ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     rounds: int = 3
+    paired_ratio: float | None = 0.5  # dense TVM vs tvm-dual at this ratio (if among `ratios`), alternating in one process
     timing: TimingPlan = field(default_factory=TimingPlan)
     flush_bytes: int | None = None  # None: 4x the last-level cache, at least 64 MiB
     bandwidth_seconds: float = 0.3  # per buffer size and thread count

@@ -86,3 +86,58 @@ def measure(
         samples.append(perf() - start)
         i += 1
     return TimingStats.of(samples)
+
+
+@dataclass
+class PairedStats:
+    """Calls of a baseline and a contender alternating in one process: each pair is two neighbouring
+    calls, so drift of the machine's speed over seconds (other tenants, frequency) cancels in the
+    pair's ratio. `ratios` are baseline time / contender time, one per pair (the contender's speedup)."""
+
+    ratios: list[float]
+    baseline_median_us: float
+    contender_median_us: float
+
+    @staticmethod
+    def of(pairs: Sequence[tuple[float, float]]) -> "PairedStats":
+        a = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+        return PairedStats(
+            [round(float(r), 4) for r in a[:, 0] / a[:, 1]], float(np.median(a[:, 0]) * 1e6), float(np.median(a[:, 1]) * 1e6)
+        )
+
+
+def measure_paired(
+    baseline: tuple[Callable[[object], object], Sequence[object]],
+    contender: tuple[Callable[[object], object], Sequence[object]],
+    plan: TimingPlan,
+    flush: Callable[[], None] | None = None,
+) -> PairedStats:
+    """Time (call, inputs) pairs alternately, which one goes first swapping every pair. Cold: caches
+    are flushed before every timed call. Hot: each timed call follows an untimed call of the same
+    engine, because the other engine's call just evicted part of its weights; that call takes another
+    input, so that a dual layer does not find exactly its rows of the timed call in cache."""
+    engines = (baseline, contender)
+    perf = time.perf_counter
+    deadline = perf() + plan.warmup_s
+    i = 0
+    while i < 3 or perf() < deadline:
+        for call, inputs in engines:
+            call(inputs[i % len(inputs)])
+        i += 1
+    pairs: list[tuple[float, float]] = []
+    stop = perf() + plan.budget_s
+    while len(pairs) < plan.max_samples and (len(pairs) < plan.min_samples or perf() < stop):
+        times = [0.0, 0.0]
+        for slot in ((0, 1) if len(pairs) % 2 == 0 else (1, 0)):
+            call, inputs = engines[slot]
+            if flush is not None:
+                flush()
+            else:
+                call(inputs[(i + 1) % len(inputs)])
+            x = inputs[i % len(inputs)]
+            start = perf()
+            call(x)
+            times[slot] = perf() - start
+        pairs.append((times[0], times[1]))
+        i += 1
+    return PairedStats.of(pairs)

@@ -1,4 +1,4 @@
-"""Worker processes of a benchmark run: `python -m tvm_dual.bench.worker prepare|measure|bandwidth JOB.json`.
+"""Worker processes of a benchmark run: `python -m tvm_dual.bench.worker prepare|measure|paired|bandwidth JOB.json`.
 
 The orchestrator (runner.py) starts each one fresh, with the thread-count environment variables
 already set, so that no engine's thread pool shares a process with another's. Heavy modules are
@@ -18,7 +18,7 @@ import numpy as np
 
 from .machine import last_level_cache_bytes, load_average
 from .settings import BenchSettings
-from .timing import CacheFlusher, measure
+from .timing import CacheFlusher, measure, measure_paired
 
 TIMING_INPUTS = "timing_inputs.npz"
 REFERENCE_OUTPUTS = "reference_outputs.npz"
@@ -183,6 +183,57 @@ def run_measure(job: dict[str, Any]) -> None:
     Path(job["output"]).write_text(json.dumps({"records": records, "checks": checks}))
 
 
+def paired_variant(prepared: dict[str, Any], engine: str, ratio: float | None) -> dict[str, Any] | None:
+    """The engine's variant at insensitive ratio `ratio`, or its only variant when `ratio` is None."""
+    entry = prepared["engines"].get(engine, {})
+    variants = entry.get("variants", []) if entry.get("status") == "ok" else []
+    if ratio is None:
+        return variants[0] if len(variants) == 1 else None
+    return next((v for v in variants if abs(v["params"].get("insensitive_ratio", -1.0) - ratio) < 1e-9), None)
+
+
+def run_paired(job: dict[str, Any]) -> None:
+    """A baseline and a contender loaded in one process, their calls alternating (timing.measure_paired)."""
+    from .engines import LoadContext, Variant, get_engine
+
+    settings = BenchSettings.from_dict(job["settings"])
+    workdir = Path(job["workdir"])
+    prepared = json.loads((workdir / PREPARED).read_text())
+    threads, round_index = int(job["threads"]), int(job["round"])
+    context = LoadContext(settings=settings, workdir=workdir, prepared=prepared)
+    inputs = load_tuples(workdir / TIMING_INPUTS)
+    baseline_name, contender_name = job["pair"]
+    runners = []
+    for name, ratio in ((baseline_name, None), (contender_name, settings.paired_ratio)):
+        variant = paired_variant(prepared, name, ratio)
+        if variant is None:
+            raise RuntimeError(f"engine {name!r} has no prepared variant at ratio {ratio}")
+        runners.append(get_engine(name).load(context, Variant(**variant), threads))
+    baseline, contender = runners
+    flusher = CacheFlusher(flush_bytes(settings), threads) if "cold" in settings.caches else None
+    records = []
+    try:
+        for cache in settings.caches:
+            for runner in runners:
+                runner.reset()
+            stats = measure_paired(
+                (baseline.call, [baseline.native(x) for x in inputs]),
+                (contender.call, [contender.native(x) for x in inputs]),
+                settings.timing, flush=flusher if cache == "cold" else None,
+            )
+            records.append(
+                {
+                    "level": job["level"], "baseline": baseline_name, "contender": contender_name,
+                    "target_ratio": settings.paired_ratio, "threads": threads, "cache": cache, "round": round_index,
+                    **stats.__dict__, **{k: v for k, v in contender.report().items() if k == "observed_ratio"},
+                }
+            )
+    finally:
+        if flusher is not None:
+            flusher.close()
+    Path(job["output"]).write_text(json.dumps({"paired": records}))
+
+
 def run_bandwidth(job: dict[str, Any]) -> None:
     from .bandwidth import read_bandwidth
 
@@ -203,7 +254,7 @@ def run_bandwidth(job: dict[str, Any]) -> None:
     Path(job["output"]).write_text(json.dumps({"bandwidth": records}))
 
 
-COMMANDS = {"prepare": prepare, "measure": run_measure, "bandwidth": run_bandwidth}
+COMMANDS = {"prepare": prepare, "measure": run_measure, "paired": run_paired, "bandwidth": run_bandwidth}
 
 
 def main(argv: list[str]) -> int:
