@@ -74,8 +74,8 @@ def test_smoke_run_writes_valid_json(smoke):
     assert all(0 < r["of_cold_read_limit"] for r in results["summary"] if r["cache"] == "cold")
     assert not any("cold_read_limit_us" in r for r in results["summary"] if r["cache"] == "hot")
 
-    paired = {(r["level"], r["cache"]): r for r in results["paired"]}
-    assert set(paired) == {(level, cache) for level in ("whole call", "kernels only") for cache in ("hot", "cold")}
+    paired = {(r["baseline"], r["cache"]): r for r in results["paired"]}  # tvm-ms has no database here
+    assert set(paired) == {(base, cache) for base in ("tvm-dense", "tvm-dense-kernel") for cache in ("hot", "cold")}
     for r in paired.values():
         assert len(r["ratios"]) >= 10 and all(x > 0 and math.isfinite(x) for x in r["ratios"])
         assert r["target_ratio"] == 0.5 and 0.0 <= r["observed_ratio"] <= 1.0
@@ -227,6 +227,23 @@ def test_paired_summary_pools_the_pairs_of_all_rounds():
 
 
 # ---- workloads and the command line ----------------------------------------------------------
+
+
+def test_criterion_counts_the_metaschedule_build_as_dense_tvm_at_both_levels():
+    results = _summary_fixture()
+    results["engines"]["tvm-ms"] = {"label": "TVM dense, MetaSchedule-tuned", "approximate": False, "status": "ok"}
+    results["engines"]["tvm-dense-kernel"] = {"label": "TVM dense, kernels only", "approximate": False, "status": "ok"}
+    results["engines"]["tvm-dual-kernel"] = {"label": "tvm-dual, kernels only", "approximate": True, "status": "ok"}
+    results["records"] += [
+        _record("tvm-ms", "", 80.0),
+        _record("tvm-dense-kernel", "", 90.0),
+        _record("tvm-dual-kernel", "r0.50", 50.0, target_ratio=0.5, observed_ratio=0.5),
+    ]
+    checks = {c["level"]: c for c in report.criterion(report.summarize(results))}
+    for level, dual_us in (("whole call", 60.0), ("kernels only", 50.0)):
+        assert checks[level]["baseline"] == "TVM dense, MetaSchedule-tuned"
+        assert checks[level]["speedup"] == pytest.approx(80.0 / dual_us)
+    assert checks["kernels only"]["reached"] and not checks["whole call"]["reached"]
 
 
 def test_build_workload_converts_and_checks_parameters():

@@ -34,7 +34,11 @@ from .worker import PREPARED, flush_bytes, paired_variant
 RESULTS_FORMAT = "tvm-dual-bench/1"
 # (level, baseline, contender) measured alternating in one process besides the isolated runs: both
 # are TVM builds, so they share one thread pool without oversubscribing the cores
-PAIRS = (("whole call", "tvm-dense", "tvm-dual"), ("kernels only", "tvm-dense-kernel", "tvm-dual-kernel"))
+PAIRS = (
+    ("whole call", "tvm-dense", "tvm-dual"),
+    ("whole call", "tvm-ms", "tvm-dual"),
+    ("kernels only", "tvm-dense-kernel", "tvm-dual-kernel"),
+)
 THREAD_VARIABLES = ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
