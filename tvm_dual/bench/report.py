@@ -305,8 +305,9 @@ def _paired_lines(results: dict[str, Any], criterion_workload: bool) -> list[str
         f"**Paired, in one process** (dense TVM vs tvm-dual at ratio {paired[0]['target_ratio']}{target}): the two builds "
         "loaded in one fresh process per round and thread count, their calls alternating (which goes first swaps "
         "every pair; cold: caches flushed before every call; hot: each timed call follows an untimed call of the "
-        "same engine). Speedup = median over all rounds' pairs of (dense time / dual time); a pair's two calls "
-        "are milliseconds apart, so the machine's drift, which moves whole runs by tens of percent here, "
+        "same engine, but the other build's weights share the cache, so hot pairs run cooler than the isolated "
+        "hot runs below). Speedup = median over all rounds' pairs of (dense time / dual time); a pair's two "
+        "calls are milliseconds apart, so the machine's drift, which moves whole runs by tens of percent here, "
         "cancels in it. It compares the two TVM builds only; the tables below compare every engine.",
         "",
         "| level | cache | threads | dense µs | dual µs | observed ratio | speedup | p10–p90 of pairs | rounds' medians | pairs |"
