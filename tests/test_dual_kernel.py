@@ -18,6 +18,8 @@ CONFIGS = [
     DualKernelConfig(rows_per_group=1, lanes=8, little_block=16, prefetch=True),
     DualKernelConfig(rows_per_group=8, lanes=16, little_block=32, prefetch=True),
     DualKernelConfig(rows_per_group=2, lanes=64, little_block=128, tasks=1),
+    DualKernelConfig(rows_per_group=4, lanes=16, little_block=32, blocks_per_span=4, row_order="far"),
+    DualKernelConfig(rows_per_group=3, lanes=8, little_block=16, tasks=2, prefetch=True, row_order="far", little_compute="i16"),
 ]
 
 

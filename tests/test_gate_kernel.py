@@ -88,3 +88,10 @@ def test_gru_skipped_n_unit_reads_neither_half(fused):
     lo[80:], hi[80:] = 0, 0
     _, _, count_none, _, _ = run_gates(shape, CONFIGS[0], weights, little, h, x, addend, lo, hi)
     assert count_none == 0
+
+
+def test_gate_kernel_refuses_row_orders_it_does_not_implement():
+    from tvm_dual.kernels.dual_gates import make_dual_gates
+
+    with pytest.raises(ValueError, match="row_order='far'"):
+        make_dual_gates(GateShape("lstm", 1, 37, 20, 6, fused=True), DualKernelConfig(little_block=16, row_order="far"))

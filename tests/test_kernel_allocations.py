@@ -60,6 +60,7 @@ KERNELS = {
     "dual_dense f32": lambda: make_dual_dense(DualDenseShape(2, 70, 33, 5, "tanh"), DualKernelConfig(tasks=2)),
     "dual_dense i16": lambda: make_dual_dense(DualDenseShape(2, 70, 33, 5, "relu"), DualKernelConfig(little_compute="i16")),
     "dual_dense debug": lambda: make_dual_dense(DualDenseShape(1, 70, 33, 5, "sigmoid"), DualKernelConfig(), debug=True),
+    "dual_dense far rows": lambda: make_dual_dense(DualDenseShape(2, 300, 33, 5, "tanh"), DualKernelConfig(row_order="far")),
     "gemv": lambda: make_gemv(GemvShape(2, 70, 33, "tanh")),
     "dual_gates lstm fused": lambda: make_dual_gates(GateShape("lstm", 1, 37, 20, 6, fused=True), DualKernelConfig(little_block=16)),
     "dual_gates gru hoisted": lambda: make_dual_gates(GateShape("gru", 2, 37, 20, 6, fused=False), DualKernelConfig(little_block=32)),

@@ -66,6 +66,12 @@ BLOCKS_PER_SPAN = (1, 2, 4, 8, 16)
 # reading 64 MiB, and with the weights in cache, one span took up to 2x longer on 512 x 784 at
 # 2 threads (scratch runs, 2026-12-02 09:10-09:20; schedules/README.md).
 MIN_SPANS = 4
+# "far": a group's G rows are the span's selected rows g * (cnt // G) + j, g < G, so that the span is
+# read as G long streams (as the bandwidth probe reads), not G neighbouring rows at a time. On 4096 x
+# 1024 at half the rows (Zen 5, kernels alone, paired with the dense GEMV kernel, two runs of two
+# rounds each way, 2026-12-03 04:39-04:48) it did not change the one-thread times and gained about
+# 5% cold at two threads, within the rounds' spread; a tuner knob, not the default.
+ROW_ORDERS = ("adjacent", "far")
 MAX_KERNEL_BATCH = 4096  # the kernel itself is correct beyond MAX_BATCH; calibration runs it at large batch
 
 
@@ -81,6 +87,7 @@ class DualKernelConfig:
     tasks: int = 0  # 0: one parallel task per span of blocks; T > 0: T tasks taking spans round-robin
     parallel_projection_min: int = 65536  # multiply-adds from which the projection runs in parallel
     little_compute: str = "f32"  # little-module arithmetic: "f32" or "i16" (kernels/little_module.py)
+    row_order: str = "adjacent"  # rows of a group: "adjacent" selected rows, or "far" (ROW_ORDERS)
 
     def __post_init__(self) -> None:
         check_group(self.rows_per_group, self.lanes)
@@ -90,6 +97,8 @@ class DualKernelConfig:
             raise ValueError(f"little_block must be 16, 32, 64 or 128, got {self.little_block}")
         if self.blocks_per_span not in BLOCKS_PER_SPAN:
             raise ValueError(f"blocks_per_span must be one of {BLOCKS_PER_SPAN}, got {self.blocks_per_span}")
+        if self.row_order not in ROW_ORDERS:
+            raise ValueError(f"row_order must be one of {ROW_ORDERS}, got {self.row_order!r}")
         if self.tasks < 0:
             raise ValueError(f"tasks must be >= 0, got {self.tasks}")
 
@@ -144,6 +153,7 @@ def dual_dense_template(
     G, L, NB, S = config.rows_per_group, config.lanes, config.little_block, config.blocks_per_span
     proj_min, tasks = config.parallel_projection_min, config.tasks
     i16 = config.little_compute == "i16"
+    far = config.row_order == "far"
     if i16:
         if ldt != "int8":
             raise ValueError("little_compute='i16' needs int8 little weights")
@@ -204,7 +214,8 @@ def dual_dense_template(
 
     @T.macro
     def column_span(
-        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out, s, B, N, K, R, RH, NBT
+        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out, s, B, N, K, R,
+        RH, NBT,
     ):
         b0: T.let = s * S
         nblk: T.let = T.min(S, NBT - b0)
@@ -224,13 +235,18 @@ def dual_dense_template(
             cnt[0] = cnt[0] + T.if_then_else(c0 + v < N, hit[0], 0)
         # the span's exact rows as one stream, G at a time (prefetch runs across its blocks), then the last cnt % G
         ngroups: T.let = cnt[0] // G
+        if far:
+            for j in range(ngroups):
+                for g in T.unroll(G):
+                    order[c0 + j * G + g] = idx[c0 + g * ngroups + j]
+        grp = order if far else idx
         acc3 = T.alloc_buffer((G * L,), "float32")
         for j in range(ngroups):
             for b in range(B):
-                exact_dot(acc3, W, idx, c0 + j * G, c0 + T.min(j * G + G, (ngroups - 1) * G), x, b, K)
+                exact_dot(acc3, W, grp, c0 + j * G, c0 + T.min(j * G + G, (ngroups - 1) * G), x, b, K)
                 for g in T.unroll(G):
-                    if sens[b, idx[c0 + j * G + g]] != T.int8(0):
-                        yl[b, idx[c0 + j * G + g]] = acc3[g * L] + bias[idx[c0 + j * G + g]]
+                    if sens[b, grp[c0 + j * G + g]] != T.int8(0):
+                        yl[b, grp[c0 + j * G + g]] = acc3[g * L] + bias[grp[c0 + j * G + g]]
         acc4 = T.alloc_buffer((L,), "float32")
         for jt in range(cnt[0] - ngroups * G):
             for b in range(B):
@@ -247,6 +263,7 @@ def dual_dense_template(
         yl = T.alloc_buffer((B, NBT * NB), "float32")
         sens = T.alloc_buffer((B, NBT * NB), "int8")
         idx = T.alloc_buffer((NBT * NB,), "int32")
+        order = T.alloc_buffer((NBT * NB,) if far else (1,), "int32")  # idx in group order ("far")
         span_count = T.alloc_buffer((NBT,), "int32")  # one per span; spans <= blocks
         xq = T.alloc_buffer((B, KP), "int16")  # "i16" mode state (unused in "f32" mode)
         zq = T.alloc_buffer((B, 2 * RH) if i16 else (1, 1), "int16")
@@ -273,14 +290,14 @@ def dual_dense_template(
         if tasks == 0:
             for sp in T.parallel(NST):
                 column_span(
-                    x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out, sp,
+                    x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out, sp,
                     B, N, K, R, RH, NBT,
                 )
         else:
             for task in T.parallel(tasks):
                 for i in range((NST + tasks - 1 - task) // tasks):
                     column_span(
-                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out,
+                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out,
                         task + i * tasks, B, N, K, R, RH, NBT,
                     )
         count[0] = 0

@@ -502,6 +502,8 @@ def make_dual_gates(
     """
     if config.little_block > 32:
         raise ValueError("the gate kernel keeps little_groups x little_block accumulators; use little_block <= 32")
+    if config.row_order != "adjacent":
+        raise ValueError(f"the gate kernel reads adjacent selected rows only; got row_order={config.row_order!r}")
     B, H, I, R = shape.batch, shape.hidden, shape.input_size, shape.rank
     NB = config.little_block
     NL, NG, NJ = little_groups(shape.cell, shape.fused), shape.gates, joint_gates(shape.cell)

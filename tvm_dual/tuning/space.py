@@ -20,11 +20,12 @@ KNOB_VALUES: dict[str, tuple] = {
     "tasks": (0, 2, 4, 8),
     "parallel_projection_min": (0, 65536, 2**31 - 1),  # always / when large / never in parallel
     "little_compute": ("f32", "i16"),
+    "row_order": ("adjacent", "far"),
 }
 
 
 def config_space(knobs: dict[str, tuple] = KNOB_VALUES, little_compute: tuple[str, ...] | None = None) -> list[DualKernelConfig]:
-    """All valid configurations (9,792 with the default knob values)."""
+    """All valid configurations (19,584 with the default knob values)."""
     names = list(knobs)
     out = []
     for values in itertools.product(*(knobs[n] for n in names)):
@@ -72,6 +73,7 @@ def features(config: DualKernelConfig, shape: ShapeFeatures) -> np.ndarray:
             math.ceil(blocks / config.blocks_per_span),  # spans: the parallel tasks
             float(shape.batch * shape.rank * shape.k >= config.parallel_projection_min),
             float(config.little_compute == "i16"),
+            float(config.row_order == "far"),
             config.rows_per_group * config.lanes,
             (shape.k % config.lanes) / config.lanes,
             (shape.n % nb) / nb,
