@@ -132,16 +132,23 @@ def _output_errors(runner, inputs, references) -> dict[str, float]:
     return {"output_rel_error": (num / den) ** 0.5 if den > 0 else num**0.5, "output_max_abs_error": worst}
 
 
-def run_measure(job: dict[str, Any]) -> None:
-    from .engines import LoadContext, Variant, get_engine
+def _load_job(job: dict[str, Any]):
+    """What a timing worker needs from its job: settings, the prepared run, a LoadContext, the inputs."""
+    from .engines import LoadContext
 
     settings = BenchSettings.from_dict(job["settings"])
     workdir = Path(job["workdir"])
     prepared = json.loads((workdir / PREPARED).read_text())
+    context = LoadContext(settings=settings, workdir=workdir, prepared=prepared)
+    return settings, prepared, context, load_tuples(workdir / TIMING_INPUTS)
+
+
+def run_measure(job: dict[str, Any]) -> None:
+    from .engines import Variant, get_engine
+
+    settings, prepared, context, inputs = _load_job(job)
     engine = get_engine(job["engine"])
     threads, round_index = int(job["threads"]), int(job["round"])
-    context = LoadContext(settings=settings, workdir=workdir, prepared=prepared)
-    inputs = load_tuples(workdir / TIMING_INPUTS)
     flusher = CacheFlusher(flush_bytes(settings), threads) if "cold" in settings.caches else None
     records, checks = [], []
     try:
@@ -151,7 +158,7 @@ def run_measure(job: dict[str, Any]) -> None:
             native = [runner.native(x) for x in inputs]
             if round_index == 0:
                 check = {"engine": engine.name, "variant": variant.name, "threads": threads}
-                check.update(_output_errors(runner, inputs, load_tuples(workdir / REFERENCE_OUTPUTS)))
+                check.update(_output_errors(runner, inputs, load_tuples(context.workdir / REFERENCE_OUTPUTS)))
                 workload_info = prepared["workload"]
                 if workload_info["has_quality"] and (prepared["engines"][engine.name]["approximate"] or engine.name == "torch"):
                     start = time.perf_counter()
@@ -194,14 +201,10 @@ def paired_variant(prepared: dict[str, Any], engine: str, ratio: float | None) -
 
 def run_paired(job: dict[str, Any]) -> None:
     """A baseline and a contender loaded in one process, their calls alternating (timing.measure_paired)."""
-    from .engines import LoadContext, Variant, get_engine
+    from .engines import Variant, get_engine
 
-    settings = BenchSettings.from_dict(job["settings"])
-    workdir = Path(job["workdir"])
-    prepared = json.loads((workdir / PREPARED).read_text())
+    settings, prepared, context, inputs = _load_job(job)
     threads, round_index = int(job["threads"]), int(job["round"])
-    context = LoadContext(settings=settings, workdir=workdir, prepared=prepared)
-    inputs = load_tuples(workdir / TIMING_INPUTS)
     baseline_name, contender_name = job["pair"]
     runners = []
     for name, ratio in ((baseline_name, None), (contender_name, settings.paired_ratio)):
@@ -209,18 +212,15 @@ def run_paired(job: dict[str, Any]) -> None:
         if variant is None:
             raise RuntimeError(f"engine {name!r} has no prepared variant at ratio {ratio}")
         runners.append(get_engine(name).load(context, Variant(**variant), threads))
-    baseline, contender = runners
+    contender = runners[1]
+    timed = [(runner.call, [runner.native(x) for x in inputs]) for runner in runners]
     flusher = CacheFlusher(flush_bytes(settings), threads) if "cold" in settings.caches else None
     records = []
     try:
         for cache in settings.caches:
             for runner in runners:
                 runner.reset()
-            stats = measure_paired(
-                (baseline.call, [baseline.native(x) for x in inputs]),
-                (contender.call, [contender.native(x) for x in inputs]),
-                settings.timing, flush=flusher if cache == "cold" else None,
-            )
+            stats = measure_paired(*timed, settings.timing, flush=flusher if cache == "cold" else None)
             records.append(
                 {
                     "level": job["level"], "baseline": baseline_name, "contender": contender_name,
