@@ -68,9 +68,10 @@ BLOCKS_PER_SPAN = (1, 2, 4, 8, 16)
 MIN_SPANS = 4
 # "far": a group's G rows are the span's selected rows g * (cnt // G) + j, g < G, so that the span is
 # read as G long streams (as the bandwidth probe reads), not G neighbouring rows at a time. On 4096 x
-# 1024 at half the rows (Zen 5, kernels alone, paired with the dense GEMV kernel, two runs of two
-# rounds each way, 2026-12-03 04:39-04:48) it did not change the one-thread times and gained about
-# 5% cold at two threads, within the rounds' spread; a tuner knob, not the default.
+# 1024 at half the rows (Zen 5, kernels alone, paired with the dense GEMV kernel: `tvm-dual bench
+# --engines tvm-dense-kernel,tvm-dual-kernel --ratios 0.5 --rounds 2` with this default set to each
+# order in turn, twice, 2026-12-03 04:39-04:48) it did not change the one-thread times and gained
+# about 5% cold at two threads, within the rounds' spread; a tuner knob, not the default.
 ROW_ORDERS = ("adjacent", "far")
 MAX_KERNEL_BATCH = 4096  # the kernel itself is correct beyond MAX_BATCH; calibration runs it at large batch
 
