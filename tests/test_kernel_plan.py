@@ -7,7 +7,7 @@ from torch import nn
 
 import tvm_dual
 from models import FunctionalMLP
-from tvm_dual import kernel_plan
+from tvm_dual import kernel_plan, runtime
 
 
 def _through_the_vm(module, tmp_path, monkeypatch):
@@ -42,6 +42,37 @@ def test_plan_gives_the_vms_outputs_and_counters(tmp_path, monkeypatch):
     assert module.executor == "kernel plan"
     assert [(s.calls, s.observed_ratio) for s in module.stats()] == [(s.calls, s.observed_ratio) for s in twin.stats()]
     assert module.stats()[0].calls == 80 and 0 < module.stats()[0].observed_ratio < 1
+
+
+@torch.no_grad()
+def test_plan_counters_fold_exactly_across_full_rings(tmp_path, monkeypatch):
+    """The plan keeps each call's counters in a ring that is summed when full: 16 rows here, so 40
+    calls fold twice and leave 8 pending, and stats() in between must still count every call."""
+    monkeypatch.setattr(runtime, "_PENDING_COUNTERS", 16)
+    torch.manual_seed(3)
+    calibration = [torch.randn(32, 37) for _ in range(8)]
+    module = tvm_dual.compile_dual(FunctionalMLP().eval(), (torch.randn(1, 37),), calibration=calibration, insensitive_ratio=0.5)
+    twin = _through_the_vm(module, tmp_path, monkeypatch)
+    for i, x in enumerate(torch.randn(40, 1, 37)):
+        module(x.numpy())
+        twin(x.numpy())
+        if i in (15, 20):
+            assert [(s.calls, s.rows_read) for s in module.stats()] == [(s.calls, s.rows_read) for s in twin.stats()]
+    assert module.executor == "kernel plan"
+    assert [(s.calls, s.rows_read) for s in module.stats()] == [(s.calls, s.rows_read) for s in twin.stats()]
+    assert module.stats()[0].calls == 40
+    module.reset_stats()
+    assert module.stats()[0].calls == 0
+
+
+def test_output_builder_rebuilds_nested_tuples_lists_and_other_containers():
+    leaves = [np.full(1, i) for i in range(5)]
+    for value in [leaves[0], (leaves[0],), (leaves[0], (leaves[1], leaves[2])), [leaves[0], (leaves[1],), [leaves[2], leaves[3]]],
+                  {"y": leaves[0], "state": (leaves[1], leaves[2])}]:
+        flat, spec = pytree.tree_flatten(value)
+        rebuilt = runtime._tree_builder(spec)(flat)
+        assert pytree.tree_structure(rebuilt) == spec
+        assert all(a is b for a, b in zip(pytree.tree_leaves(rebuilt), flat))
 
 
 @torch.no_grad()

@@ -152,7 +152,9 @@ class _InputStage:
         )
 
     def _copy_in(self, value) -> None:
-        np.copyto(self.staging, value if isinstance(value, np.ndarray) else value.numpy())
+        # item assignment rather than np.copyto, which takes a longer path through numpy (see
+        # _call_plan for what these changes measured); the shape was checked, so nothing broadcasts
+        self.staging[...] = value if isinstance(value, np.ndarray) else value.numpy()
 
     def load(self, value) -> None:
         """Check the value and copy it into the staging buffer (the kernel plan's input)."""
@@ -182,22 +184,32 @@ def _leaf_paths(result, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
 
 
 def _tree_builder(spec: pytree.TreeSpec):
-    """leaves -> the output structure. Plain tuples and lists are rebuilt directly: pytree's generic
-    unflatten walks Python objects that are cold in a streaming loop (tens of microseconds there)."""
+    """leaves -> the output structure. Nested plain tuples and lists become one generated expression,
+    e.g. `lambda leaves: (leaves[0], (leaves[1], leaves[2]))`: pytree's generic unflatten, and even
+    nested closures over the children, walk Python objects that are cold in a streaming loop (about
+    15 us for (output, (h, c)) of an LSTM step with the caches flushed, Zen 5). Other containers
+    (dicts, named tuples) go through pytree."""
+    if _plain_tree(spec):
+        source, _ = _tree_source(spec, 0)
+        return eval(f"lambda leaves: {source}", {"list": list})  # noqa: S307 - generated from the spec's shape only
+    return lambda leaves: pytree.tree_unflatten(leaves, spec)
+
+
+def _plain_tree(spec: pytree.TreeSpec) -> bool:
+    return spec.is_leaf() or (spec.type in (tuple, list) and all(_plain_tree(c) for c in spec.children_specs))
+
+
+def _tree_source(spec: pytree.TreeSpec, start: int) -> tuple[str, int]:
+    """Python source of the expression building `spec` from leaves[start:], and the next leaf index."""
     if spec.is_leaf():
-        return lambda leaves, start=0: leaves[start]
-    if spec.type in (tuple, list) and all(child.is_leaf() for child in spec.children_specs):
-        kind, n = spec.type, spec.num_leaves
-        return lambda leaves, start=0: kind(leaves[start : start + n])
-    if spec.type in (tuple, list):
-        kind = spec.type
-        parts = []
-        offset = 0
-        for child in spec.children_specs:
-            parts.append((_tree_builder(child), offset))
-            offset += child.num_leaves
-        return lambda leaves, start=0: kind(build(leaves, start + o) for build, o in parts)
-    return lambda leaves, start=0: pytree.tree_unflatten(leaves[start : start + spec.num_leaves], spec)
+        return f"leaves[{start}]", start + 1
+    parts = []
+    for child in spec.children_specs:
+        part, start = _tree_source(child, start)
+        parts.append(part)
+    if spec.type is list:
+        return f"[{', '.join(parts)}]", start
+    return f"({', '.join(parts)}{',' if len(parts) == 1 else ''})", start
 
 
 class DualModule:
@@ -227,6 +239,7 @@ class DualModule:
         self._plan: KernelPlan | None = None
         self._plan_outputs: list[np.ndarray] = []  # views of the plan's output buffers, model outputs only
         self._plan_counters: np.ndarray | None = None
+        self._counter_ring: np.ndarray | None = None  # (_PENDING_COUNTERS, sites): one call's counters per row
         self.executor = "not started"  # "kernel plan", or "vm (why not a plan)", after the first call
         self.huge_page_bytes = 0  # bytes of constants on 2 MiB pages, once the VM exists (huge_pages.py)
         self.reset_stats()
@@ -267,6 +280,7 @@ class DualModule:
         views = [np.from_dlpack(t) for t in plan.outputs]
         if self._counter_layers:  # main returns (outputs, counters)
             self._plan_counters = views.pop()
+            self._counter_ring = np.zeros((_PENDING_COUNTERS, *self._plan_counters.shape), self._plan_counters.dtype)
         self._plan, self._plan_outputs = plan, views
         self.executor = "kernel plan"
 
@@ -311,10 +325,23 @@ class DualModule:
 
     def _call_plan(self, inputs) -> list[np.ndarray]:
         for stage, value in zip(self._stages, inputs):
-            stage.load(value)
+            # numpy dtypes of native byte order are singletons: `is` is the cold-cache-cheap check
+            if type(value) is np.ndarray and value.dtype is stage.np_dtype and value.shape == stage.shape:
+                stage.staging[...] = value
+            else:
+                stage.load(value)
         self._plan.run()
         if self._plan_counters is not None:
-            self._add_counters(self._plan_counters.copy())
+            # one row of a preallocated ring rather than a copy appended to a list. With the input
+            # fast path above and the generated output builder (_tree_builder): the PTB LSTM-750
+            # step's whole call, caches flushed before each, 1 thread, paired with the previous
+            # version in one process, took 0.965x its time at half the rows and 0.964x dense (~35 us;
+            # Zen 5, 2026-12-03 07:50)
+            used = self._ring_used
+            self._counter_ring[used] = self._plan_counters
+            self._ring_used = used + 1
+            if used + 1 == _PENDING_COUNTERS:
+                self._fold_counters()
         # copies: the next call rewrites the plan's buffers
         return [view.copy() for view in self._plan_outputs]
 
@@ -379,7 +406,8 @@ class DualModule:
     def reset_stats(self) -> None:
         self._calls_total = 0  # model calls since the last reset, counters folded in
         self._rows_total = np.zeros(len(self._counter_layers), dtype=np.int64)  # per kernel call site
-        self._pending_counters: list = []  # counter tensors of calls not yet folded into the totals
+        self._pending_counters: list = []  # VM: counter tensors of calls not yet folded into the totals
+        self._ring_used = 0  # kernel plan: rows of _counter_ring not yet folded into the totals
 
     def _add_counters(self, counters) -> None:
         """One call's row counters (a tensor or array nothing will overwrite)."""
@@ -394,6 +422,10 @@ class DualModule:
             self._rows_total += np.sum([np.from_dlpack(t) for t in self._pending_counters], axis=0, dtype=np.int64)
             self._calls_total += len(self._pending_counters)
             self._pending_counters.clear()
+        if self._ring_used:
+            self._rows_total += self._counter_ring[: self._ring_used].sum(axis=0, dtype=np.int64)
+            self._calls_total += self._ring_used
+            self._ring_used = 0
 
     def stats(self) -> DualStats:
         """Per dual layer: target vs observed insensitive ratio, and bytes read vs dense."""
