@@ -64,3 +64,36 @@ def test_fast_activations_match_pytorch_over_the_real_line():
     x[0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
     mod = tvm_dual.compile_dual(Elementwise(), (x,), insensitive_ratio=0.0)
     torch.testing.assert_close(mod(x), Elementwise()(x), atol=1e-6, rtol=0, equal_nan=True)
+
+
+def test_split_items_become_slices_unless_the_tuple_is_used_whole():
+    import tvm
+    from tvm import relax
+
+    from tvm_dual.target import host_target
+    from tvm_dual.transform.pipeline import compile_module
+    from tvm_dual.transform.split_to_strided_slice import SplitToStridedSlice
+
+    def build(return_tuple: bool) -> tvm.IRModule:
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((2, 12), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                parts = bb.emit(relax.op.split(x, indices_or_sections=[3, 7], axis=-1))
+                a = bb.emit(relax.op.sigmoid(relax.TupleGetItem(parts, 0)))
+                b = bb.emit(relax.op.tanh(relax.TupleGetItem(parts, 2)))
+                out = bb.emit_output(relax.Tuple([a, b, parts] if return_tuple else [a, b, relax.TupleGetItem(parts, 1)]))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    x = np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)
+    expected = [1 / (1 + np.exp(-x[:, :3])), np.tanh(x[:, 7:]), x[:, 3:7]]
+    for return_tuple in (False, True):
+        mod = SplitToStridedSlice()(build(return_tuple))
+        script = mod["main"].script()
+        assert ("R.split" in script) == return_tuple
+        vm = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
+        out = vm["main"](tvm.runtime.tensor(x))
+        got = [out[0].numpy(), out[1].numpy(), out[2][1].numpy() if return_tuple else out[2].numpy()]
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, atol=1e-5)

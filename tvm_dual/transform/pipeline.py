@@ -18,6 +18,7 @@ from .dual_conv_rewrite import DualConvRewrite
 from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
 from .legalize_fast_activations import LegalizeFastActivations
+from .split_to_strided_slice import SplitToStridedSlice
 
 if TYPE_CHECKING:
     from ..conv_plan import ConvPlan
@@ -43,10 +44,16 @@ def rewrite_passes(
 
 
 def legalization_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """Library dispatch and legalization (float32 tanh and sigmoid to vectorizable forms first), then
-    fusion: the PrimFuncs these produce are the MetaSchedule tasks a database must match, so tuning
+    """Splits to slices (so that they fuse with the ops after them), library dispatch and
+    legalization (float32 tanh and sigmoid to vectorizable forms first), then fusion: the PrimFuncs
+    these produce are the MetaSchedule tasks a database must match, so tuning
     (tuning/dense_metaschedule.py) and lowering both use this list."""
-    return cpu_pipeline.library_dispatch_passes(target) + [LegalizeFastActivations()] + cpu_pipeline.legalize_passes(target)
+    return (
+        [SplitToStridedSlice()]
+        + cpu_pipeline.library_dispatch_passes(target)
+        + [LegalizeFastActivations()]
+        + cpu_pipeline.legalize_passes(target)
+    )
 
 
 def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | None = None) -> tvm.transform.Pass:

@@ -6,7 +6,9 @@ take their places there (out_h for h_use; out_x for x_use in fused mode; in hois
 stays and is also the kernel's addend). The dense terms become unused and are removed, including
 a hoisted input projection that no step needs any more. Everything downstream (split,
 activations, cell update) is left as exported, so the step computes exactly what PyTorch does
-from the merged pre-activations.
+from the merged pre-activations. One exception: a fused LSTM step's add of the two terms is
+replaced by out_h, which already holds their sum (out_x is zero there); with SplitToStridedSlice
+the step then runs one kernel fewer.
 """
 
 from __future__ import annotations
@@ -108,12 +110,29 @@ def _rewrite_step(editor: "BlockEditor", layer: RecurrentLayerPlan, step: StepSi
         value = editor.emit_before(at, relax.TupleGetItem(call, index))
         return editor.emit_before(at, relax.op.reshape(value, static_shape(like)))
 
+    if layer.fused and _sums(graph, step.consumers, step.x_use, step.h_use):
+        # an LSTM step's only consumer adds the two terms; out_h already holds the sum (out_x is 0
+        # outside a GRU's n gate), so the add goes: one kernel call less per step
+        (consumer,) = step.consumers
+        editor.replace_value(consumer, relax.op.reshape(editor.emit_before(at, relax.TupleGetItem(call, 0)), static_shape(consumer)))
+        return True
     replace = {step.h_use: output(0, step.h_use)}
     if layer.fused:
         replace[step.x_use] = output(2, step.x_use)
     for consumer in step.consumers:
         editor.substitute(consumer, replace)
     return True
+
+
+def _sums(graph: BindingGraph, consumers: list[relax.Var], a: relax.Var, b: relax.Var) -> bool:
+    """Whether the step's terms have one consumer, and it is add(a, b) or add(b, a)."""
+    if len(consumers) != 1:
+        return False
+    value = graph.value[consumers[0]]
+    if not (isinstance(value, relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.add"))):
+        return False
+    x, y = value.args
+    return (x.same_as(a) and y.same_as(b)) or (x.same_as(b) and y.same_as(a))
 
 
 class BlockEditor:
@@ -140,6 +159,10 @@ class BlockEditor:
         self._count += 1
         self._inserted.setdefault(at, []).append(relax.VarBinding(var, expr))
         return var
+
+    def replace_value(self, binding_var: relax.Var, expr: relax.Expr) -> None:
+        """Bind binding_var to expr instead (of the same type; it may use vars emitted before it)."""
+        self._values[binding_var] = self._normalizer.normalize(expr)
 
     def substitute(self, binding_var: relax.Var, replace: dict[relax.Var, relax.Var]) -> None:
         value = self._values.get(binding_var, self.graph.value[binding_var])
