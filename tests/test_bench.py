@@ -226,6 +226,20 @@ def test_paired_summary_pools_the_pairs_of_all_rounds():
     assert row["round_min"] == pytest.approx(1.2) and row["round_max"] == pytest.approx(2.1)
 
 
+def test_bandwidth_check_prefers_kernels_alone_and_judges_on_the_summary_limit():
+    results = _summary_fixture()  # working set 20 GB/s, 1e6 bytes: a 50 us bound
+    checks = report.bandwidth_check(report.summarize(results))
+    assert [(c["level"], c["reached"]) for c in checks] == [("whole call", False)]  # 50 / 60 us = 83%
+    assert checks[0]["of_limit"] == pytest.approx(50 / 60)
+    results["engines"]["tvm-dual-kernel"] = {"label": "tvm-dual, kernels only", "approximate": True, "status": "ok"}
+    results["records"].append(_record("tvm-dual-kernel", "r0.50", 55.0, target_ratio=0.5, observed_ratio=0.5))
+    (check,) = report.bandwidth_check(report.summarize(results))
+    assert check["level"] == "kernels only" and check["of_limit"] == pytest.approx(50 / 55) and check["reached"]
+    for r in results["records"]:
+        r["bytes"] = -1.0  # a byte count that cannot be right has no bound to compare with
+    assert report.bandwidth_check(report.summarize(results)) == []
+
+
 # ---- workloads and the command line ----------------------------------------------------------
 
 
