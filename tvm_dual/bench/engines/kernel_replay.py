@@ -9,7 +9,9 @@ whose calls are little more than their kernels.
 
 The kernels are recorded as for DualModule's kernel plan (tvm_dual/kernel_plan.py), but each timed
 input gets its own bound copy of the calls, with the probe's input buffer replaced by the input's
-own buffer, so that no input is copied inside the timed region.
+own buffer, so that no input is copied inside the timed region. Where the program reshapes an input
+between kernels (vm.builtin.reshape, a view: a recurrent step's state), the kernels get the same
+view of the new buffer; outputs may be views of kernel buffers likewise.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from ...kernel_plan import NotReplayable, record_kernel_calls, result_leaves
 __all__ = ["KernelReplay", "NotReplayable"]
 
 
-def _key(tensor) -> tuple:
-    return (tensor.data_ptr(), tuple(tensor.shape), str(tensor.dtype))
+def _extent(tensor) -> tuple[int, int]:
+    """Address and size of a tensor's bytes: the same for a buffer and its reshaped views."""
+    return (tensor.data_ptr(), int(np.prod(tensor.shape, dtype=np.int64)) * tensor.dtype.itemsize)
 
 
 class KernelReplay:
@@ -42,27 +45,31 @@ class KernelReplay:
         # the weights on 2 MiB pages, as DualModule puts them
         self.huge_page_bytes = constants_on_huge_pages(library, list(probe_inputs))
         self.probe = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in probe_inputs]
-        # no views: bind() swaps the probe's buffers by address, and a view of one would keep its data
-        self.kernels, result, self._vm = record_kernel_calls(library, self.probe, allow_views=False)
+        self.kernels, result, self._vm = record_kernel_calls(library, self.probe, allow_views=True)
         if outputs_index is not None:
             result = result[outputs_index]
-        written = {_key(a): a for _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
-        self.outputs: list = []
-        for leaf in result_leaves(result):
-            if _key(leaf) not in written:
-                raise NotReplayable(f"an output of shape {tuple(leaf.shape)} is not a kernel argument")
-            self.outputs.append(written[_key(leaf)])
-        self._probe_keys = [_key(t) for t in self.probe]
+        # an output is a kernel's buffer or a view of one (same address, same size)
+        written = {_extent(a) for _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
+        self.outputs = result_leaves(result)
+        for leaf in self.outputs:
+            if _extent(leaf) not in written:
+                raise NotReplayable(f"an output of shape {tuple(leaf.shape)} is not a kernel's buffer")
+        self._probe_extents = [_extent(t) for t in self.probe]
 
     def bind(self, inputs: tuple[np.ndarray, ...]) -> list[tuple[Any, list]]:
-        """The kernel calls with the probe's input buffers replaced by copies of `inputs`."""
+        """The kernel calls with the probe's input buffers, and views of them, replaced by copies of
+        `inputs` (viewed the same way)."""
         import tvm
 
-        fresh = {key: tvm.runtime.tensor(np.ascontiguousarray(x)) for key, x in zip(self._probe_keys, inputs)}
-        return [
-            (func, [fresh.get(_key(a), a) if isinstance(a, tvm.runtime.Tensor) else a for a in args])
-            for func, args in self.kernels
-        ]
+        fresh = {extent: tvm.runtime.tensor(np.ascontiguousarray(x)) for extent, x in zip(self._probe_extents, inputs)}
+
+        def swap(a):
+            if not isinstance(a, tvm.runtime.Tensor) or _extent(a) not in fresh:
+                return a
+            new = fresh[_extent(a)]
+            return new if tuple(a.shape) == tuple(new.shape) else new._create_view(tuple(a.shape), a.dtype)
+
+        return [(func, [swap(a) for a in args]) for func, args in self.kernels]
 
     def run(self, bound: list[tuple[Any, list]]) -> list:
         for func, args in bound:
