@@ -110,11 +110,12 @@ def _rewrite_step(editor: "BlockEditor", layer: RecurrentLayerPlan, step: StepSi
         value = editor.emit_before(at, relax.TupleGetItem(call, index))
         return editor.emit_before(at, relax.op.reshape(value, static_shape(like)))
 
-    if layer.fused and _sums(graph, step.consumers, step.x_use, step.h_use):
-        # an LSTM step's only consumer adds the two terms; out_h already holds the sum (out_x is 0
+    if layer.fused and layer.cell == "lstm" and _sums(graph, step.consumers, step.x_use, step.h_use):
+        # the LSTM step's only consumer adds the two terms; out_h already holds the sum (out_x is 0
         # outside a GRU's n gate), so the add goes: one kernel call less per step
         (consumer,) = step.consumers
-        editor.replace_value(consumer, relax.op.reshape(editor.emit_before(at, relax.TupleGetItem(call, 0)), static_shape(consumer)))
+        total = editor.emit_before(at, relax.TupleGetItem(call, 0))
+        editor.replace_value(consumer, relax.op.reshape(total, static_shape(consumer)))
         return True
     replace = {step.h_use: output(0, step.h_use)}
     if layer.fused:
