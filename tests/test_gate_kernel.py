@@ -90,6 +90,28 @@ def test_gru_skipped_n_unit_reads_neither_half(fused):
     assert count_none == 0
 
 
+def test_gru_n_row_halves_do_not_mix_non_finite_weights():
+    """The fused GRU reads a row [W_in | W_hn] once as two dot products; an infinite weight in one
+    half (here in the 16-float chunk that straddles the halves) must not reach the other's sum."""
+    rng = np.random.default_rng(4)
+    H, I = 40, 24
+    shape = GateShape(cell="gru", batch=1, hidden=H, input_size=I, rank=6, fused=True)
+    weights, little = random_layer(rng, shape)
+    weights.W_hh[2 * H + 5, 0] = np.inf  # W_hn of unit 5, first column of the h half
+    weights.W_ih[2 * H + 7, I - 1] = np.inf  # W_in of unit 7, last column of the x half
+    h, x, _ = _inputs(rng, shape, False)
+    h, x = np.abs(h) + 0.1, np.abs(x) + 0.1  # so that the infinite terms are +inf, not NaN
+    big = np.full(3 * H, np.inf, np.float32)
+    out_h, out_x, count, _, _ = run_gates(shape, CONFIGS[0], weights, little, h, x, None, -big, big)
+    assert count == 3 * H
+    x_n = x @ weights.W_ih[2 * H :].T + weights.b_ih[2 * H :]
+    h_n = h @ weights.W_hh[2 * H :].T + weights.b_hh[2 * H :]
+    np.testing.assert_allclose(out_x[:, 2 * H :][:, np.isfinite(x_n[0])], x_n[:, np.isfinite(x_n[0])], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out_h[:, 2 * H :][:, np.isfinite(h_n[0])], h_n[:, np.isfinite(h_n[0])], rtol=1e-5, atol=1e-5)
+    assert np.isposinf(out_h[0, 2 * H + 5]) and np.isfinite(out_x[0, 2 * H + 5])
+    assert np.isposinf(out_x[0, 2 * H + 7]) and np.isfinite(out_h[0, 2 * H + 7])
+
+
 def test_gate_kernel_refuses_row_orders_it_does_not_implement():
     from tvm_dual.kernels.dual_gates import make_dual_gates
 

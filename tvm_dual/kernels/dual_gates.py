@@ -17,13 +17,13 @@ so the GRU's n gate can use its own units' final r without a second parallel reg
      value (+ the exact x term in hoisted mode); a row is read if any sample needs it,
   3. exact rows, gathered, as in dual_dense,
   4. GRU only: r = sigmoid(final r pre-activation); the n decision is on x_n + r * h_n with little
-     values (x_n exact in hoisted mode); a sensitive n unit reads its W_in row and its W_hn row,
-     so skipping n saves both.
+     values (x_n exact in hoisted mode); a sensitive n unit reads its row [W_in | W_hn] once, as
+     two dot products (x_n and h_n, which the step needs apart), so skipping n saves both.
 
 Modes (a static knob):
   fused    inputs x (B, I) and h (B, H): both W_ih and W_hh rows are skipped, the little module sees
-           u = [x; h]. For the LSTM and the GRU r, z gates a row is [W_ih | W_hh] (one dot over I + H);
-           for n the two halves stay separate (W_in over x, W_hn over h). out_x is 0 except x_n.
+           u = [x; h]. A row is [W_ih | W_hh], one stream of I + H floats: one dot over u for the
+           LSTM and the GRU r, z gates, two (x and h halves) for n. out_x is 0 except x_n.
   hoisted  input h and the exact x term of the step (the "addend", e.g. a slice of a projection
            hoisted over all time steps): only W_hh rows are skipped and the little module
            approximates W_hh h + b_hh. Decisions use little + addend; out_h excludes the addend.
@@ -47,7 +47,7 @@ from tvm.script import tirx as T
 from .activations import fast_sigmoid
 from .dual_dense import MAX_KERNEL_BATCH, DualKernelConfig, ceil_div, sensitive
 from .little_module import little_value, make_i16_stages, padded_k
-from .row_dot import make_row_group_dot, pad_rows, row_stride, specialize
+from .row_dot import make_row_group_dot, make_row_group_split_dot, pad_rows, row_stride, specialize
 
 CELLS = {"lstm": 4, "gru": 3}  # gates per cell
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -128,6 +128,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     exact_dot1 = make_row_group_dot(1, L, gathered=True, prefetch=False)
     proj_dot = make_row_group_dot(G, L, gathered=False, prefetch=False)
     proj_dot1 = make_row_group_dot(1, L, gathered=False, prefetch=False)
+    split_dot = make_row_group_split_dot(G, L)
+    split_dot1 = make_row_group_split_dot(1, L)
 
     @T.macro
     def gather_rows(acc, accs, Wm, idx, slot, base, cnt, X, K, yl, sens, bias, B):
@@ -144,6 +146,24 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 exact_dot1(accs, Wm, idx, base + ngroups * G + jt, base + ngroups * G + jt, X, b, K)
                 if sens[b, slot[base + ngroups * G + jt]] != T.int8(0):
                     yl[b, slot[base + ngroups * G + jt]] = accs[0] + bias[slot[base + ngroups * G + jt]]
+
+    @T.macro
+    def gather_split_rows(acc, acc2, accs, accs2, Wm, idx, slot, base, cnt, X, KA, K, yl, sens, bias, B, HP):
+        # the GRU's n rows [W_in | W_hn]: x_n (k < KA) into yl at slot[], h_n into slot[] + HP
+        ngroups: T.let = cnt // G
+        for j in range(ngroups):
+            for b in range(B):
+                split_dot(acc, acc2, Wm, idx, base + j * G, X, b, KA, K)
+                for g in T.unroll(G):
+                    if sens[b, slot[base + j * G + g]] != T.int8(0):
+                        yl[b, slot[base + j * G + g]] = acc[g * L] + bias[slot[base + j * G + g]]
+                        yl[b, slot[base + j * G + g] + HP] = acc2[g * L] + bias[slot[base + j * G + g] + HP]
+        for jt in range(cnt - ngroups * G):
+            for b in range(B):
+                split_dot1(accs, accs2, Wm, idx, base + ngroups * G + jt, X, b, KA, K)
+                if sens[b, slot[base + ngroups * G + jt]] != T.int8(0):
+                    yl[b, slot[base + ngroups * G + jt]] = accs[0] + bias[slot[base + ngroups * G + jt]]
+                    yl[b, slot[base + ngroups * G + jt] + HP] = accs2[0] + bias[slot[base + ngroups * G + jt] + HP]
 
     def addend_value(addend, b, g, j, H):
         return T.if_then_else(j < H, addend[b, g * H + T.min(j, H - 1)], T.float32(0))
@@ -237,7 +257,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                         write_outputs(out_h, out_x, yl, b, g, c0 + v, H, HP)
 
     @T.macro
-    def span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
+    def span(xin, addend, Wj, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens, idx,
              slot, span_count, little_out, s, B, H, I, KJS, R, HP, RH, NBT):
         b0: T.let = s * S
         nblk: T.let = T.min(S, NBT - b0)
@@ -276,17 +296,13 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 hit2[0] = 0
                 for b in range(B):
                     hit2[0] = T.max(hit2[0], T.Cast("int32", sens[b, 2 * HP + c0 + v]))
-                if fused:
-                    idx[base2 + cnt2[0]] = T.min(c0 + v, H - 1)
-                else:
-                    idx[base2 + cnt2[0]] = 2 * H + T.min(c0 + v, H - 1)
+                idx[base2 + cnt2[0]] = 2 * H + T.min(c0 + v, H - 1)
                 slot[base2 + cnt2[0]] = 2 * HP + c0 + v
                 cnt2[0] = cnt2[0] + T.if_then_else(c0 + v < H, hit2[0], 0)
             if fused:
-                gather_rows(acc3, acc4, Wnx, idx, slot, base2, cnt2[0], x, I, yl, sens, bias, B)
-                for t in range(cnt2[0]):
-                    slot[base2 + t] = slot[base2 + t] + HP  # the same units' n_h rows
-                gather_rows(acc3, acc4, Wnh, idx, slot, base2, cnt2[0], h, H, yl, sens, bias, B)
+                acc5 = T.alloc_buffer((G * L,), "float32")
+                acc6 = T.alloc_buffer((L,), "float32")
+                gather_split_rows(acc3, acc5, acc4, acc6, Wj, idx, slot, base2, cnt2[0], xin, I, KJS, yl, sens, bias, B, HP)
             else:
                 gather_rows(acc3, acc4, Wj, idx, slot, base2, cnt2[0], xin, KJS, yl, sens, bias, B)
         # 4. outputs
@@ -295,7 +311,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         span_count[s] = cnt[0] + cnt2[0]
 
     @T.macro
-    def body(x, h, addend, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
+    def body(x, h, addend, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
              B, H, I, KJ, KJS, R, NBT, HP, KP, RH):
         # u = [x; h] (fused) or h, zero-padded to Wj's row stride: exact dots over Wj run over whole vectors
         xin = T.alloc_buffer((B, KJS), "float32")
@@ -349,12 +365,12 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         NST: T.let = (NBT + S - 1) // S
         if tasks == 0:
             for sp in T.parallel(NST):
-                span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
+                span(xin, addend, Wj, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl, sens,
                      idx, slot, span_count, little_out, sp, B, H, I, KJS, R, HP, RH, NBT)
         else:
             for task in T.parallel(tasks):
                 for i in range((NST + tasks - 1 - task) // tasks):
-                    span(xin, x, h, addend, Wj, Wnx, Wnh, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
+                    span(xin, addend, Wj, bias, WLB, WLs, bL, lo, hi, out_h, out_x, z, zq, zs, bad, yl,
                          sens, idx, slot, span_count, little_out, task + i * tasks, B, H, I, KJS, R, HP, RH, NBT)
         count[0] = 0
         for sp in range(NST):
@@ -363,51 +379,8 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             for b, n in T.grid(B, NL * HP):
                 sens_out[b, n] = sens[b, n]
 
-    # One signature per (mode, cell, debug): TVMScript needs the parameters spelled out.
-    if fused and gru:
-
-        @T.prim_func
-        def kernel(x_h: T.handle, h_h: T.handle, Wj_h: T.handle, Wnx_h: T.handle, Wnh_h: T.handle, bias_h: T.handle,
-                   P_h: T.handle, Ps_h: T.handle, WLB_h: T.handle, WLs_h: T.handle, bL_h: T.handle, lo_h: T.handle,
-                   hi_h: T.handle, oh_h: T.handle, cnt_h: T.handle, ox_h: T.handle, lit_h: T.handle, sens_h: T.handle):
-            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-            B = T.int32()
-            H = T.int32()
-            I = T.int32()
-            KJS = T.int32()  # Wj's row stride (KJ = I + H fused, H hoisted, padded: row_dot.row_stride)
-            R = T.int32()
-            NBT = T.int32()
-            KP = T.int32()  # P's row length: KJ, or KJ padded to whole int16 vectors in "i16" mode
-            RH = T.int32()  # rank pairs in "i16" mode (WLB is (NBT, RH, NL*NB, 2)); unused in "f32" mode
-            NW = T.int32()
-            NLP = T.int32()
-            NDB = T.int32()
-            NDN = T.int32()
-            NO = T.int32()  # NG * H
-            x = T.match_buffer(x_h, (B, I), "float32")
-            h = T.match_buffer(h_h, (B, H), "float32")
-            Wj = T.match_buffer(Wj_h, (NW, KJS), "float32")
-            IS = T.int32()
-            HS = T.int32()
-            Wnx = T.match_buffer(Wnx_h, (H, IS), "float32")
-            Wnh = T.match_buffer(Wnh_h, (H, HS), "float32")
-            bias = T.match_buffer(bias_h, (NLP,), "float32")
-            P = T.match_buffer(P_h, (R, KP), "int8")
-            Ps = T.match_buffer(Ps_h, (R,), "float32")
-            WLB = T.match_buffer(WLB_h, (NBT, RH, NL * NB, 2) if i16 else (NBT, R, NL * NB), "int8")
-            WLs = T.match_buffer(WLs_h, (NLP,), "float32")
-            bL = T.match_buffer(bL_h, (NLP,), "float32")
-            lo = T.match_buffer(lo_h, (NLP,), "float32")
-            hi = T.match_buffer(hi_h, (NLP,), "float32")
-            out_h = T.match_buffer(oh_h, (B, NO), "float32")
-            count = T.match_buffer(cnt_h, (1,), "int32")
-            out_x = T.match_buffer(ox_h, (B, NO), "float32")
-            little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
-            sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
-            body(x, h, x, Wj, Wnx, Wnh, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
-                 B, H, I, I + H, KJS, R, NBT, NBT * NB, KP, RH)
-
-    elif fused:
+    # One signature per (mode, debug): TVMScript needs the parameters spelled out.
+    if fused:
 
         @T.prim_func
         def kernel(x_h: T.handle, h_h: T.handle, Wj_h: T.handle, bias_h: T.handle, P_h: T.handle, Ps_h: T.handle,
@@ -442,7 +415,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             out_x = T.match_buffer(ox_h, (B, NW), "float32")
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
-            body(x, h, x, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
+            body(x, h, x, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_x, count, little_out, sens_out,
                  B, H, I, I + H, KJS, R, NBT, NBT * NB, KP, RH)
 
     else:
@@ -478,7 +451,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
             count = T.match_buffer(cnt_h, (1,), "int32")
             little_out = T.match_buffer(lit_h, (NDB, NDN), "float32")
             sens_out = T.match_buffer(sens_h, (NDB, NDN), "int8")
-            body(h, h, addend, Wj, Wj, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
+            body(h, h, addend, Wj, bias, P, Ps, WLB, WLs, bL, lo, hi, out_h, out_h, count, little_out, sens_out,
                  B, H, H, H, KJS, R, NBT, NBT * NB, KP, RH)
 
     if debug:
@@ -492,11 +465,11 @@ def make_dual_gates(
 ) -> tirx.PrimFunc:
     """The gate kernel for one shape. Arguments in order:
 
-    fused:   x (B, I), h (B, H), Wj, [GRU: Wnx (H, I), Wnh (H, H)], then pack_gate_constants' vectors;
+    fused:   x (B, I), h (B, H), Wj, then pack_gate_constants' vectors;
              outputs out_h (B, NG*H), count (1,) int32, out_x (B, NG*H)
     hoisted: h (B, H), addend (B, NG*H), Wj, then the constants; outputs out_h, count.
-    Wj is (NJ*H, I+H) = [W_ih | W_hh] of the joint gates (fused) or W_hh (NG*H, H) (hoisted), every
-    weight operand with its rows padded to shape.stride (gate_kernel_weights lays them out).
+    Wj is (NG*H, I+H) = [W_ih | W_hh] (fused) or W_hh (NG*H, H) (hoisted), its rows padded to
+    shape.stride (gate_kernel_weights lays it out).
     With `debug` two more outputs: little values and masks, (B, NL*HP) in the padded layout.
     vector_bits is the target's SIMD width (target.vector_bits), used by the "i16" little module.
     """
@@ -506,7 +479,7 @@ def make_dual_gates(
         raise ValueError(f"the gate kernel reads adjacent selected rows only; got row_order={config.row_order!r}")
     B, H, I, R = shape.batch, shape.hidden, shape.input_size, shape.rank
     NB = config.little_block
-    NL, NG, NJ = little_groups(shape.cell, shape.fused), shape.gates, joint_gates(shape.cell)
+    NL, NG = little_groups(shape.cell, shape.fused), shape.gates
     nbt = ceil_div(H, NB)
     HP = nbt * NB
     f32 = "float32"
@@ -518,11 +491,7 @@ def make_dual_gates(
               ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32), ((NL * HP,), f32)]
     # lo/hi are per gate (NG * HP) but share the NL * HP layout (the GRU's n_h slot is unused)
     if shape.fused:
-        nw = NJ * H
-        weights = [((nw, shape.stride(KJ)), f32)]
-        if shape.cell == "gru":
-            weights += [((H, shape.stride(I)), f32), ((H, shape.stride(H)), f32)]
-        shapes = [((B, I), f32), ((B, H), f32), *weights, *consts, ((B, NG * H), f32), ((1,), "int32"), ((B, NG * H), f32)]
+        shapes = [((B, I), f32), ((B, H), f32), ((NG * H, shape.stride(KJ)), f32), *consts, ((B, NG * H), f32), ((1,), "int32"), ((B, NG * H), f32)]
     else:
         shapes = [((B, H), f32), ((B, NG * H), f32), ((NG * H, shape.stride(KJ)), f32), *consts, ((B, NG * H), f32), ((1,), "int32")]
     if debug:
@@ -533,16 +502,11 @@ def make_dual_gates(
 
 
 def gate_kernel_weights(shape: GateShape, W_ih: np.ndarray, W_hh: np.ndarray) -> list[np.ndarray]:
-    """The kernel's weight operands from PyTorch's gate-major W_ih, W_hh: fused [W_ih | W_hh] of the
-    joint gates (+ the GRU's W_in, W_hn); hoisted W_hh; rows padded to shape.stride."""
-    H = shape.hidden
+    """The kernel's weight operand from PyTorch's gate-major W_ih, W_hh: [W_ih | W_hh] fused, W_hh
+    hoisted; rows padded to shape.stride."""
     if not shape.fused:
-        return [pad_rows(W_hh, shape.stride(H))]
-    joint = np.concatenate([W_ih, W_hh], axis=1)[: joint_gates(shape.cell) * H]
-    weights = [pad_rows(joint, shape.stride(shape.projected))]
-    if shape.cell == "gru":
-        weights += [pad_rows(W_ih[2 * H :], shape.stride(shape.input_size)), pad_rows(W_hh[2 * H :], shape.stride(H))]
-    return weights
+        return [pad_rows(W_hh, shape.stride(shape.hidden))]
+    return [pad_rows(np.concatenate([W_ih, W_hh], axis=1), shape.stride(shape.projected))]
 
 
 def gate_kernel_bias(shape: GateShape, b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:

@@ -58,6 +58,38 @@ def check_group(group: int, lanes: int) -> None:
         )
 
 
+def make_lane_sum(group: int, lanes: int):
+    """Return a T.macro `lane_sum(acc)` that adds each row's L lanes into acc[g * L]."""
+    G, L = group, lanes
+
+    @T.macro
+    def lane_sum(acc):
+        for g in T.unroll(G):
+            # static ifs: a log2(L)-step tree reduction of the lanes into acc[g * L]
+            if L >= 128:
+                for v in T.vectorized(64):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 64]
+            if L >= 64:
+                for v in T.vectorized(32):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 32]
+            if L >= 32:
+                for v in T.vectorized(16):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
+            if L >= 16:
+                for v in T.vectorized(8):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
+            if L >= 8:
+                for v in T.vectorized(4):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
+            if L >= 4:
+                for v in T.vectorized(2):
+                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
+            if L >= 2:
+                acc[g * L] = acc[g * L] + acc[g * L + 1]
+
+    return lane_sum
+
+
 def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
     """Return a T.macro `dot(acc, A, idx, base, next_base, X, xb, K)`.
 
@@ -70,6 +102,7 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
     """
     check_group(group, lanes)
     G, L = group, lanes
+    lane_sum = make_lane_sum(G, L)
 
     def row(idx, i: tirx.PrimExpr) -> tirx.PrimExpr:
         return idx[i] if gathered else i
@@ -98,30 +131,57 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
                         acc[g * L + v]
                         + T.Cast("float32", A[row(idx, base + g), kc * L + v]) * X[xb, kc * L + v]
                     )
+        lane_sum(acc)
         for g in T.unroll(G):
-            # static ifs: a log2(L)-step tree reduction of the lanes into acc[g * L]
-            if L >= 128:
-                for v in T.vectorized(64):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 64]
-            if L >= 64:
-                for v in T.vectorized(32):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 32]
-            if L >= 32:
-                for v in T.vectorized(16):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
-            if L >= 16:
-                for v in T.vectorized(8):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
-            if L >= 8:
-                for v in T.vectorized(4):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
-            if L >= 4:
-                for v in T.vectorized(2):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
-            if L >= 2:
-                acc[g * L] = acc[g * L] + acc[g * L + 1]
             for kt in range(K % L):
                 acc[g * L] = acc[g * L] + T.Cast("float32", A[row(idx, base + g), K // L * L + kt]) * X[xb, K // L * L + kt]
+
+    return dot
+
+
+def make_row_group_split_dot(group: int, lanes: int):
+    """Return a T.macro `dot(acc, acc2, A, idx, base, X, xb, KA, K)` over the gathered rows
+    row_g = idx[base + g]: acc[g * L] = sum_{k < KA} A[row_g, k] X[xb, k] and
+    acc2[g * L] = sum_{KA <= k < K} A[row_g, k] X[xb, k].
+
+    Two dot products of one row in one pass, for a row that holds two operands side by side (the
+    GRU's [W_in | W_hn], whose halves the step needs apart): the row is one stream, as a joint gate
+    row is. The chunk that straddles KA is done in scalars rather than by zero-masking X, so that
+    a non-finite weight in one half never leaks into the other half's sum (Inf * 0 is NaN).
+    """
+    check_group(group, lanes)
+    G, L = group, lanes
+    lane_sum = make_lane_sum(G, L)
+
+    @T.macro
+    def dot(acc, acc2, A, idx, base, X, xb, KA, K):
+        # one half after the other, each reduced before the next starts: G rows of accumulators
+        # live at a time, as in make_row_group_dot
+        for g in T.unroll(G):
+            for v in T.vectorized(L):
+                acc[g * L + v] = T.float32(0)
+        for kc in range(KA // L):
+            for g in T.unroll(G):
+                for v in T.vectorized(L):
+                    acc[g * L + v] = acc[g * L + v] + A[idx[base + g], kc * L + v] * X[xb, kc * L + v]
+        lane_sum(acc)
+        for g in T.unroll(G):
+            for kt in range(KA - KA // L * L):
+                acc[g * L] = acc[g * L] + A[idx[base + g], KA // L * L + kt] * X[xb, KA // L * L + kt]
+        c1: T.let = (KA + L - 1) // L  # first whole chunk of the second half
+        for g in T.unroll(G):
+            for v in T.vectorized(L):
+                acc2[g * L + v] = T.float32(0)
+        for kc in range(T.max(K // L - c1, 0)):
+            for g in T.unroll(G):
+                for v in T.vectorized(L):
+                    acc2[g * L + v] = acc2[g * L + v] + A[idx[base + g], (c1 + kc) * L + v] * X[xb, (c1 + kc) * L + v]
+        lane_sum(acc2)
+        for g in T.unroll(G):
+            for kt in range(T.min(c1 * L, K) - KA):  # [KA, c1 * L)
+                acc2[g * L] = acc2[g * L] + A[idx[base + g], KA + kt] * X[xb, KA + kt]
+            for kt in range(T.max(T.min(K - K // L * L, K - c1 * L), 0)):  # [max(K // L, c1) * L, K)
+                acc2[g * L] = acc2[g * L] + A[idx[base + g], K - kt - 1] * X[xb, K - kt - 1]
 
     return dot
 
