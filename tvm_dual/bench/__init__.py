@@ -42,6 +42,7 @@ DOCS_RUNS: list[tuple[str, str, dict, dict]] = [
     ("ptb_lstm-750", "ptb_step", {"model": "lstm-750"}, {"ratios": [0.1, 0.3, 0.5, 0.7, 0.9]}),
     ("ptb_gru-750", "ptb_step", {"model": "gru-750"}, {"ratios": [0.1, 0.3, 0.5, 0.7, 0.9]}),
     ("ptb_lstm-1500", "ptb_step", {"model": "lstm-1500"}, {"ratios": [0.5]}),
+    ("ptb_gru-1500", "ptb_step", {"model": "gru-1500"}, {"ratios": [0.5]}),
     ("resnet20_fmnist", "resnet20_fmnist", {}, {"ratios": [0.3, 0.5, 0.7]}),
 ]
 
