@@ -38,7 +38,7 @@ from ..conv_sites import ConvGeometry
 from .activations import apply_activation
 from .conv2d import pad_input
 from .dual_dense import ceil_div, sensitive
-from .row_dot import check_group, specialize
+from .row_dot import check_group, make_lane_sum, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
 
@@ -91,6 +91,7 @@ def make_patch_dot(group: int, lanes: int, gathered: bool, KH: int, KW: int):
     patch is the KH runs xp[b, ih + kh, iw0*CI : (iw0+KW)*CI] of the padded input (B, HP, WP*CI)."""
     check_group(group, lanes)
     G, L = group, lanes
+    lane_sum = make_lane_sum(G, L)
 
     def row(idx, i):
         return idx[i] if gathered else i
@@ -107,21 +108,8 @@ def make_patch_dot(group: int, lanes: int, gathered: bool, KH: int, KW: int):
                 for g in T.unroll(G):
                     for v in T.vectorized(L):
                         acc[g * L + v] = acc[g * L + v] + T.Cast("float32", A[row(idx, base + g), kh, kc * L + v]) * xp[b, ih + kh, iw0 * CI + kc * L + v]
+        lane_sum(acc)
         for g in T.unroll(G):
-            if L >= 32:
-                for v in T.vectorized(16):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
-            if L >= 16:
-                for v in T.vectorized(8):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
-            if L >= 8:
-                for v in T.vectorized(4):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
-            if L >= 4:
-                for v in T.vectorized(2):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
-            if L >= 2:
-                acc[g * L] = acc[g * L] + acc[g * L + 1]
             for kh in T.unroll(KH):
                 for kt in range(KW * CI % L):
                     acc[g * L] = acc[g * L] + T.Cast("float32", A[row(idx, base + g), kh, KW * CI // L * L + kt]) * xp[b, ih + kh, iw0 * CI + KW * CI // L * L + kt]
@@ -135,6 +123,7 @@ def make_pixel_dot(group: int, lanes: int, KH: int, KW: int, SW: int):
     vector of the weight row, which stays in L1 across the row's sensitive pixels."""
     check_group(group, lanes)
     G, L = group, lanes
+    lane_sum = make_lane_sum(G, L)
 
     @T.macro
     def dot(acc, A, idx, base, row, xp, b, ih, CI):
@@ -146,21 +135,8 @@ def make_pixel_dot(group: int, lanes: int, KH: int, KW: int, SW: int):
                 for g in T.unroll(G):
                     for v in T.vectorized(L):
                         acc[g * L + v] = acc[g * L + v] + A[row, kh, kc * L + v] * xp[b, ih + kh, idx[base + g] * SW * CI + kc * L + v]
+        lane_sum(acc)
         for g in T.unroll(G):
-            if L >= 32:
-                for v in T.vectorized(16):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 16]
-            if L >= 16:
-                for v in T.vectorized(8):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 8]
-            if L >= 8:
-                for v in T.vectorized(4):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 4]
-            if L >= 4:
-                for v in T.vectorized(2):
-                    acc[g * L + v] = acc[g * L + v] + acc[g * L + v + 2]
-            if L >= 2:
-                acc[g * L] = acc[g * L] + acc[g * L + 1]
             for kh in T.unroll(KH):
                 for kt in range(KW * CI % L):
                     acc[g * L] = acc[g * L] + A[row, kh, KW * CI // L * L + kt] * xp[b, ih + kh, idx[base + g] * SW * CI + KW * CI // L * L + kt]
