@@ -33,16 +33,30 @@ def _vm_outputs(result: Any) -> list[np.ndarray]:
 
 
 def _vm_runner(path: Path) -> Runner:
-    """A Relax VM executable exported as a shared library, called with TVM tensors."""
+    """A Relax VM executable exported as a shared library, called with TVM tensors. Its large
+    constants go on 2 MiB pages before the first call, as DualModule puts those of the GEMV and
+    tvm-dual builds, so that the TVM builds are timed on the same pages (the MetaSchedule-tuned
+    Linear 1024->4096, cold, one thread: 687 us on 4 KiB pages, 437 us on 2 MiB pages; scratch
+    script, Zen 5, 2026-12-03)."""
     import tvm
     from tvm import relax
 
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
-    main = vm["main"]
+    from ...huge_pages import constants_on_huge_pages
+
+    executable = tvm.runtime.load_module(str(path))
+    main = relax.VirtualMachine(executable, tvm.cpu())["main"]
+    huge: dict[str, int] = {}
+
+    def native(inputs: tuple[np.ndarray, ...]) -> tuple:
+        if not huge:
+            huge["bytes"] = constants_on_huge_pages(executable, list(inputs))
+        return tuple(tvm.runtime.tensor(a) for a in inputs)
+
     return Runner(
         call=lambda inputs: main(*inputs),
-        native=lambda inputs: tuple(tvm.runtime.tensor(a) for a in inputs),
+        native=native,
         outputs=_vm_outputs,
+        report=lambda: {"huge_page_bytes": huge.get("bytes", 0)},
     )
 
 
