@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -240,7 +241,7 @@ def rpc_tracker():
     env = dict(os.environ, TVM_NUM_THREADS="1")
     tracker = subprocess.Popen(
         [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     server = None
     try:
@@ -254,7 +255,7 @@ def rpc_tracker():
         server = subprocess.Popen(
             [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
              "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", "loopback"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         import tvm.rpc
 
@@ -270,9 +271,10 @@ def rpc_tracker():
             pytest.fail("the RPC server did not register with the tracker within 120 s")
         yield port
     finally:
+        # whole process groups: the server's session workers (popen_worker) outlive a terminated server
         for proc in (server, tracker):
             if proc is not None:
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
 
 
