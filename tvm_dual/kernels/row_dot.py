@@ -152,22 +152,13 @@ def make_row_group_split_dot(group: int, lanes: int):
     check_group(group, lanes)
     G, L = group, lanes
     lane_sum = make_lane_sum(G, L)
+    first_half = make_row_group_dot(G, L, gathered=True, prefetch=False)
 
     @T.macro
     def dot(acc, acc2, A, idx, base, X, xb, KA, K):
         # one half after the other, each reduced before the next starts: G rows of accumulators
-        # live at a time, as in make_row_group_dot
-        for g in T.unroll(G):
-            for v in T.vectorized(L):
-                acc[g * L + v] = T.float32(0)
-        for kc in range(KA // L):
-            for g in T.unroll(G):
-                for v in T.vectorized(L):
-                    acc[g * L + v] = acc[g * L + v] + A[idx[base + g], kc * L + v] * X[xb, kc * L + v]
-        lane_sum(acc)
-        for g in T.unroll(G):
-            for kt in range(KA - KA // L * L):
-                acc[g * L] = acc[g * L] + A[idx[base + g], KA // L * L + kt] * X[xb, KA // L * L + kt]
+        # live at a time; the first half is make_row_group_dot's dot over k < KA
+        first_half(acc, A, idx, base, base, X, xb, KA)
         c1: T.let = (KA + L - 1) // L  # first whole chunk of the second half
         for g in T.unroll(G):
             for v in T.vectorized(L):
