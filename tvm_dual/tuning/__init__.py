@@ -3,8 +3,9 @@ schedules, and MetaSchedule for the dense parts."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # Public names and the modules that define them, imported on first use (as in tvm_dual/__init__):
 # the benchmark report reads tuning/search_report.py, and every benchmark worker, numpy's and
@@ -34,14 +35,4 @@ if TYPE_CHECKING:
     from .tuner import TuningResult, tune_dual_kernel
     from .workload import DualWorkload
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tvm_dual.tuning' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
