@@ -2,14 +2,16 @@
 
 The tuner picks the best of many noisy measurements, and its winner is often lucky; before a
 schedule file ships, each tuned configuration should still beat the defaults when the two are
-measured alternately, outside the search. This does that with the tuner's own measurer (a fresh
-worker process, cold cache, inputs at the workload's ratio), at each thread count given.
+measured alternately, outside the search. This does that with the tuner's own paired measurement
+(both loaded in one worker process, alternating, cold cache, inputs at the workload's ratio) and
+its rule (schedules.beats_defaults), at each thread count given: the tuner verifies at the thread
+count it tuned at, a shipped schedule runs at every thread count.
 
     python scripts/check_schedules.py schedules/znver5.json
     python scripts/check_schedules.py schedules/skylake-avx512.json --target "llvm -mcpu=skylake-avx512" --threads 1 2
 
-Prints, per entry and thread count, the median time of each and tuned / default (below 1: tuned
-is faster).
+Prints, per entry and thread count, the median tuned / default time ratio over the pairs (below
+1: tuned is faster), in how many pairs the tuned one was faster, and the rule's verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from tvm_dual.target import resolve_target
 from tvm_dual.tuning.measure import LocalMeasurer, MeasureOptions
+from tvm_dual.tuning.schedules import beats_defaults
 from tvm_dual.tuning.space import config_from_dict
 from tvm_dual.tuning.workload import workload_from_dict
 
@@ -30,7 +33,7 @@ def main() -> None:
     ap.add_argument("schedule_file")
     ap.add_argument("--target", default=None, help="default: the file's own target")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--alternations", type=int, default=4, help="measurements of each configuration")
+    ap.add_argument("--pairs", type=int, default=32, help="alternations of the tuned configuration and the defaults")
     args = ap.parse_args()
 
     with open(args.schedule_file) as f:
@@ -44,15 +47,14 @@ def main() -> None:
             if tuned == default:
                 print(f"{threads} thread(s) {key}: the defaults (nothing to compare)", flush=True)
                 continue
-            results = measurer.measure(workload, [tuned, default] * args.alternations)
-            times = {
-                name: [m.time_s for m in results[i::2] if m.time_s is not None] for i, name in enumerate(("tuned", "default"))
-            }
-            if not times["tuned"] or not times["default"]:
-                print(f"{threads} thread(s) {key}: failed: {[m.error for m in results if m.error][:1]}", flush=True)
+            paired = measurer.measure_pair(workload, tuned, default, args.pairs)
+            if paired.error:
+                print(f"{threads} thread(s) {key}: failed: {paired.error}", flush=True)
                 continue
-            t, d = (1e6 * float(np.median(times[n])) for n in ("tuned", "default"))
-            print(f"{threads} thread(s) {key}: tuned {t:.1f} us, defaults {d:.1f} us -> {t / d:.2f}", flush=True)
+            ratios = paired.ratios
+            verdict = "beats the defaults" if beats_defaults(ratios) else "no clear lead"
+            print(f"{threads} thread(s) {key}: tuned / defaults {np.median(ratios):.3f} (median of {len(ratios)} pairs, "
+                  f"tuned faster in {sum(r < 1 for r in ratios)}): {verdict}", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     log = tmp_path / "dual.jsonl"
     measurer = LocalMeasurer(host_target(), FAST)
     first = tune_dual_kernel(WORKLOAD, measurer, trials=10, batch_size=5, log_path=log, progress=False, confirm_rounds=0,
-                             verify_rounds=0)
+                             verify_pairs=0)
     records = read_records(log)
     assert len(records) == 10 and len(first.history) == 10
     assert first.best_time_s is not None and all(r.error is None for r in records), [r.error for r in records]
@@ -61,16 +61,19 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     assert {r.measurer for r in records} == {f"local:{measurer.threads}t"} and measurer.threads >= 1
     # resuming measures only new candidates; then the fastest four and the default are measured
     # until each has three measurements, and a configuration's time is the median of its records;
-    # last the best and the default are measured six more times each
-    second = tune_dual_kernel(WORKLOAD, measurer, trials=3, batch_size=3, log_path=log, progress=False)
+    # last the finalists whose medians beat the default's are timed against it in pairs
+    second = tune_dual_kernel(WORKLOAD, measurer, trials=3, batch_size=3, log_path=log, progress=False, verify_pairs=8)
     records = read_records(log)
     assert second.resumed == 10 and len(second.history) == 3 and len(records) >= 13 + 2 * 4
     assert len({r.config for r in records}) == 13
-    best_times = [r.time_s for r in records if r.config == second.best_config]
-    assert len(best_times) >= 3 and second.best_time_s == pytest.approx(float(np.median(best_times)))
     default = WORKLOAD.default_config(host_target())
-    if second.best_config != default:
-        assert len([r for r in records if r.config == default]) >= 3 + 6
+    paired = [r for r in records if r.pair is not None]
+    assert all(r.error is None for r in paired), [r.error for r in paired]
+    if second.best_config != default:  # the best by median beats the default's median: verified
+        assert len([r for r in paired if r.config == second.best_config]) == 8
+        assert len([r for r in paired if r.config == default]) >= 8
+    best_times = [r.time_s for r in read_records(log) if r.config == second.best_config]
+    assert len(best_times) >= 3 and second.best_time_s == pytest.approx(float(np.median(best_times)))
 
     target = target_to_string(host_target())
     entries = distill(read_records(log), target)
@@ -84,12 +87,24 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
         untuned = tvm_dual.compile_dual(model, (torch.randn(1, 96),), calibration=calibration, little=little, schedules=None)
     layer = tuned.metadata["layers"][0]
     assert layer["schedule_source"].startswith("tuned")
-    assert layer["kernel"] == entries[WORKLOAD.shape_key].config.to_dict()  # the best, or the default if no clear lead
+    assert entries[WORKLOAD.shape_key].config == second.schedule  # the best if its pairs beat the defaults, else they
+    assert layer["kernel"] == second.schedule.to_dict()
     assert untuned.metadata["layers"][0]["schedule_source"].startswith("default")
     for x in torch.randn(20, 1, 96):
         # same little module and thresholds, different knobs: the same dual computation
         assert (tuned(x) - untuned(x)).abs().max() < 1e-3
     assert abs(tuned.stats()[0].observed_ratio - 0.5) < 0.15
+
+
+def test_the_defaults_are_measured_even_where_the_space_lacks_them(tmp_path):
+    # the defaults' spans (dual_dense.default_blocks_per_span) once fell outside the knob grid, and
+    # a tuning run then never measured them: its best shipped unchallenged
+    default = WORKLOAD.default_config(host_target())
+    space = [c for c in config_space() if c != default][:5]
+    tune_dual_kernel(WORKLOAD, LocalMeasurer(host_target(), FAST), trials=2, batch_size=2, space=space,
+                     log_path=tmp_path / "log.jsonl", progress=False, confirm_rounds=0, verify_pairs=0)
+    assert default in {r.config for r in read_records(tmp_path / "log.jsonl")}
+    assert default in config_space()
 
 
 @torch.no_grad()
@@ -100,7 +115,7 @@ def test_gate_kernel_tuning_and_schedule_used_by_compile_dual(tmp_path):
     workload = GateWorkload("gru", 1, hidden, inputs, rank, fused=True, ratio=0.5)
     log = tmp_path / "gates.jsonl"
     result = tune_dual_kernel(workload, LocalMeasurer(host_target(), FAST), trials=4, batch_size=4, log_path=log,
-                              progress=False, confirm_rounds=0, verify_rounds=0)
+                              progress=False, confirm_rounds=0, verify_pairs=0)
     records = read_records(log)
     assert len(records) == 4 and all(r.error is None for r in records), [r.error for r in records]
     assert all(isinstance(r.workload, GateWorkload) for r in records)
@@ -157,6 +172,35 @@ def test_the_defaults_stay_unless_a_tuned_configuration_clearly_beats_them():
     assert entry.config == rival and entry.time_s == pytest.approx(1e-4 * (1 - 2 * KEEP_MARGIN))
 
 
+def test_a_finalist_replaces_the_defaults_only_if_it_beats_them_in_pairs():
+    from tvm_dual.tuning.records import Record
+    from tvm_dual.tuning.schedules import beats_defaults
+
+    assert beats_defaults([0.9] * 32) and beats_defaults([0.9] * 24 + [1.05] * 8)
+    assert not beats_defaults([0.99] * 32)  # always faster, by less than the margin
+    assert not beats_defaults([0.5] * 10 + [1.1] * 6)  # a large median lead from 10 of 16 pairs: a coin does that
+    assert not beats_defaults([])
+
+    target = target_to_string(host_target())
+    default = WORKLOAD.default_config(host_target())
+    lucky, real = [c for c in config_space() if c != default][:2]
+    # separately timed, the lucky one has by far the best median
+    records = [Record(WORKLOAD, target, c, t, method="cold") for c, t in ((default, 1e-4), (lucky, 0.6e-4), (real, 0.9e-4))
+               for _ in range(3)]
+
+    def pairs(config, ratios, tag):
+        return [Record(WORKLOAD, target, c, t, method="cold", pair=f"{tag}:{i}")
+                for i, r in enumerate(ratios) for c, t in ((config, 1e-4 * r), (default, 1e-4))]
+
+    records += pairs(lucky, [0.97, 1.02, 1.01] * 8, "a")
+    assert distill(records, target)[WORKLOAD.shape_key].config == default  # verified, it failed; nothing passed
+    records += pairs(real, [0.9] * 20 + [1.02] * 4, "b")
+    entry = distill(records, target)[WORKLOAD.shape_key]
+    assert entry.config == real and entry.time_s == pytest.approx(0.9e-4)
+    # the pair ids survive the log's JSON
+    assert Record.from_json(records[-1].to_json()).pair == "b:23" and "pair" not in json.loads(records[0].to_json())
+
+
 def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
     from tvm_dual.tuning.records import Record
     from tvm_dual.tuning.schedules import ScheduleEntry
@@ -207,7 +251,7 @@ def test_untuned_shape_falls_back_to_defaults(tmp_path):
 def test_corrupt_and_foreign_logs(tmp_path):
     good = tmp_path / "mixed.jsonl"
     measurer = LocalMeasurer(host_target(), FAST)
-    tune_dual_kernel(WORKLOAD, measurer, trials=2, batch_size=2, log_path=good, progress=False, confirm_rounds=0, verify_rounds=0)
+    tune_dual_kernel(WORKLOAD, measurer, trials=2, batch_size=2, log_path=good, progress=False, confirm_rounds=0, verify_pairs=0)
     with open(good, "a") as f:
         f.write("{not json\n")
         f.write(json.dumps({"kernel": "conv2d_nchw", "workload": "x"}) + "\n")
@@ -281,12 +325,14 @@ def rpc_tracker():
 def test_rpc_measurement_on_loopback(rpc_tracker, tmp_path):
     measurer = RPCMeasurer(host_target(), "127.0.0.1", rpc_tracker, "loopback", parallel=1, options=FAST)
     result = tune_dual_kernel(WORKLOAD, measurer, trials=2, batch_size=2, log_path=tmp_path / "rpc.jsonl", progress=False,
-                              confirm_rounds=0, verify_rounds=0)
+                              confirm_rounds=0, verify_pairs=0)
     records = read_records(tmp_path / "rpc.jsonl")
     assert len(records) == 2
     assert all(r.error is None and r.time_s > 0 for r in records), [r.error for r in records]
     assert all(r.measurer.startswith("rpc:loopback@127.0.0.1") for r in records)
     assert result.best_time_s == min(r.time_s for r in records)
+    paired = measurer.measure_pair(WORKLOAD, records[0].config, records[1].config, pairs=2)
+    assert paired.error is None and len(paired.times_s) == 2 and min(min(p) for p in paired.times_s) > 0, paired.error
 
 
 def test_search_report_counts_trials_to_95_percent_and_renders_into_the_benchmarks_doc(tmp_path):
@@ -323,11 +369,12 @@ def test_check_schedules_times_a_tuned_entry_against_the_defaults(tmp_path):
     path = schedule_path(target, tmp_path)
     write_schedule_file(path, target_to_string(target), {WORKLOAD.shape_key: ScheduleEntry(tuned, 1e-5, WORKLOAD, 3, "cold")})
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "check_schedules.py")
-    done = subprocess.run([sys.executable, script, str(path), "--threads", "1", "--alternations", "1"],
+    done = subprocess.run([sys.executable, script, str(path), "--threads", "1", "--pairs", "3"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [l for l in done.stdout.splitlines() if WORKLOAD.shape_key in l]
-    assert line.startswith("1 thread(s)") and "tuned" in line and "defaults" in line and "->" in line
+    assert line.startswith("1 thread(s)") and "tuned / defaults" in line and "median of 3 pairs" in line
+    assert line.endswith("no clear lead")  # three pairs can never pass the sign test
 
 
 def test_metaschedule_tunes_the_legalized_dense_layers():

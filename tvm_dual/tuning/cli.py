@@ -125,6 +125,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     how.add_argument("--threads", type=int, default=None,
                      help="TVM_NUM_THREADS for local measurement (default: TVM_NUM_THREADS, else every core)")
     how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--verify-pairs", type=int, default=32,
+                     help="pairs in which a finalist is timed against the defaults before it may replace them (0: off)")
     where = parser.add_argument_group("records and measurement")
     where.add_argument("--log", default=str(REPO / "tuning_logs" / "dual_dense.jsonl"), help="records (JSON lines), resumed")
     where.add_argument("--schedules", default=str(REPO / "schedules"), help="directory for the distilled schedules")
@@ -171,10 +173,14 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
             result = tune_dual_kernel(
                 workload, measurer, trials=args.trials, minutes=args.minutes, strategy=strategy,
                 batch_size=args.batch_size, log_path=log, seed=args.seed, resume=not comparing,
+                verify_pairs=args.verify_pairs,
             )
             best = "none" if result.best_time_s is None else f"{1e6 * result.best_time_s:.1f} us"
+            shipped = {result.best_config: "the best", workload.default_config(target): "the defaults"}.get(
+                result.schedule, str(result.schedule))
             print(f"{workload.key} [{strategy}]: best {best} with {result.best_config} "
-                  f"({len(result.history)} new trials, {result.resumed} resumed, {time.time() - started:.0f} s)")
+                  f"({len(result.history)} new trials, {result.resumed} resumed, {time.time() - started:.0f} s); "
+                  f"schedule: {shipped}")
             report.append({"workload": workload.key, "strategy": strategy, "history": result.history,
                            "best_time_s": result.best_time_s, "resumed": result.resumed})
     if len(strategies) == 2:

@@ -61,15 +61,63 @@ class Builder:
         self._built: dict = {}
 
     def build(self, workload: DualWorkload, config: DualKernelConfig) -> str:
-        """The library of one candidate (built once: confirmation rounds measure it again)."""
-        if (workload, config) in self._built:
-            return self._built[(workload, config)]
-        func = workload.primfunc(config, self.vector_bits).with_attr("global_symbol", "dual")
-        lib = tvm.compile(tvm.IRModule({"dual": func}), target=self.target)
-        path = os.path.join(self._dir.name, f"candidate{len(self._built)}.so")
-        lib.export_library(path)
-        self._built[(workload, config)] = path
-        return path
+        """The library of one candidate, built once (confirmation and verification measure it again;
+        a failed build is remembered and raises again)."""
+        key = (workload, config)
+        if key not in self._built:
+            try:
+                func = workload.primfunc(config, self.vector_bits).with_attr("global_symbol", "dual")
+                lib = tvm.compile(tvm.IRModule({"dual": func}), target=self.target)
+                path = os.path.join(self._dir.name, f"candidate{len(self._built)}.so")
+                lib.export_library(path)
+                self._built[key] = path
+            except Exception as err:
+                self._built[key] = err
+        built = self._built[key]
+        if isinstance(built, Exception):
+            raise built
+        return built
+
+
+PAIR_CALLS = 5  # timed calls per side of a verification pair; a side's time is their median
+
+
+@dataclass
+class PairedMeasurement:
+    """Two configurations timed alternately in one process: per pair, (time of configs[0], time of
+    configs[1]), the two taken milliseconds apart, so the machine's drift cancels in their ratio."""
+
+    configs: tuple[DualKernelConfig, DualKernelConfig]
+    times_s: list[tuple[float, float]]
+    error: str | None = None
+
+    @property
+    def ratios(self) -> list[float]:
+        return [a / b for a, b in self.times_s]
+
+
+def _load_checked(session, library: str, w, c: DualKernelConfig, bits: int):
+    """(module, kernel arguments, None), or (None, None, what is wrong) if the kernel disagrees with the reference."""
+    session.upload(library)
+    lib = session.load_module(os.path.basename(library))
+    arrays, expected = w.arguments(c, bits)
+    args = [tvm.runtime.tensor(a, session.cpu(0)) for a in arrays]
+    lib["dual"](*args)
+    y, rows = w.result([a.numpy() for a in args[-w.outputs :]])
+    problem = check_outputs(y, rows, expected, w.rows)
+    return (None, None, f"wrong result: {problem}") if problem else (lib, args, None)
+
+
+def _evaluator(lib, dev, options: MeasureOptions, repeat: int):
+    timing = {"f_preproc": "cache_flush_cpu_non_first_arg"} if options.cold else {"min_repeat_ms": int(options.min_repeat_ms)}
+    return lib.time_evaluator("dual", dev, number=1, repeat=repeat, **timing)
+
+
+def _warm_up(calls, options: MeasureOptions) -> None:
+    deadline = time.perf_counter() + options.warmup_ms / 1000
+    while time.perf_counter() < deadline:
+        for call in calls:
+            call()
 
 
 def measure_in_session(
@@ -78,38 +126,107 @@ def measure_in_session(
     """Upload, check against the reference, time. Runs in a worker process or against RPC."""
     from .space import config_from_dict  # imported here: this runs inside fresh worker processes
 
-    w, c = workload_from_dict(workload, kernel), config_from_dict(config)
-    session.upload(library)
-    lib = session.load_module(os.path.basename(library))
-    dev = session.cpu(0)
-    arrays, expected = w.arguments(c, bits)
-    args = [tvm.runtime.tensor(a, dev) for a in arrays]
-    func = lib["dual"]
-    func(*args)
-    y, rows = w.result([a.numpy() for a in args[-w.outputs :]])
-    problem = check_outputs(y, rows, expected, w.rows)
+    w = workload_from_dict(workload, kernel)
+    lib, args, problem = _load_checked(session, library, w, config_from_dict(config), bits)
     if problem:
-        return None, f"wrong result: {problem}"
-    deadline = time.perf_counter() + options.warmup_ms / 1000
-    while time.perf_counter() < deadline:
-        func(*args)
-    timing = {"f_preproc": "cache_flush_cpu_non_first_arg"} if options.cold else {"min_repeat_ms": int(options.min_repeat_ms)}
-    evaluator = lib.time_evaluator("dual", dev, number=1, repeat=options.repeat, **timing)
-    return float(np.median(evaluator(*args).results)), None
+        return None, problem
+    _warm_up([lambda: lib["dual"](*args)], options)
+    return float(np.median(_evaluator(lib, session.cpu(0), options, options.repeat)(*args).results)), None
 
 
-def _measure_locally(library, kernel, workload, config, bits, options):
+def measure_pair_in_session(
+    session, libraries: tuple[str, str], kernel: str, workload: dict, configs: tuple[dict, dict], bits: int,
+    options: MeasureOptions, pairs: int,
+) -> tuple[list[tuple[float, float]], str | None]:
+    """Both candidates loaded into one process and checked, then `pairs` alternations (which goes
+    first swaps every pair), each side PAIR_CALLS timed calls (cold: each after a cache flush)."""
+    from .space import config_from_dict
+
+    w = workload_from_dict(workload, kernel)
+    sides = []
+    for library, config in zip(libraries, configs):
+        lib, args, problem = _load_checked(session, library, w, config_from_dict(config), bits)
+        if problem:
+            return [], f"{config_from_dict(config)}: {problem}"
+        sides.append((_evaluator(lib, session.cpu(0), options, PAIR_CALLS), args, lib))
+    _warm_up([lambda lib=lib, args=args: lib["dual"](*args) for _, args, lib in sides], options)
+    times = []
+    for i in range(pairs):
+        pair = [0.0, 0.0]
+        for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+            evaluator, args, _ = sides[j]
+            pair[j] = float(np.median(evaluator(*args).results))
+        times.append((pair[0], pair[1]))
+    return times, None
+
+
+def _in_local_session(function, *args):
+    """Runs `function(session, *args)` against a LocalSession, inside a PopenPool worker."""
     logging.getLogger("RPCServer").setLevel(logging.WARNING)  # one INFO line per candidate otherwise
-    return measure_in_session(tvm.rpc.LocalSession(), library, kernel, workload, config, bits, options)
+    return function(tvm.rpc.LocalSession(), *args)
 
 
-class LocalMeasurer:
+def _failure(kind: str, err: Exception) -> str:
+    return f"{kind} failed: {type(err).__name__}: {str(err).splitlines()[-1][:200] if str(err) else ''}"
+
+
+class _Measurer:
+    """What both measurers share: building, and running a function against a session of theirs
+    (`_in_session`, which raises if the worker or the connection fails)."""
+
+    target: tvm.target.Target
+    options: MeasureOptions
+    builder: Builder
+
+    def _in_session(self, function, *args):
+        raise NotImplementedError
+
+    def _build(self, workload: DualWorkload, config: DualKernelConfig) -> tuple[str | None, str | None]:
+        try:
+            return self.builder.build(workload, config), None
+        except Exception as err:  # a knob combination TVM or LLVM rejects
+            return None, f"build failed: {str(err).splitlines()[-1][:200]}"
+
+    def _measure_one(self, workload: DualWorkload, config: DualKernelConfig) -> Measurement:
+        library, error = self._build(workload, config)
+        if library is None:
+            return Measurement(config, None, error)
+        try:
+            time_s, error = self._in_session(
+                measure_in_session, library, workload.kernel, workload.to_dict(), config.to_dict(), self.builder.vector_bits,
+                self.options,
+            )
+        except Exception as err:  # worker crashed or timed out, or the connection failed
+            time_s, error = None, _failure(self.failure_kind, err)
+        return Measurement(config, time_s, error)
+
+    def measure_pair(
+        self, workload: DualWorkload, a: DualKernelConfig, b: DualKernelConfig, pairs: int
+    ) -> PairedMeasurement:
+        """a and b timed alternately in one process (measure_pair_in_session)."""
+        built = [self._build(workload, c) for c in (a, b)]
+        errors = [error for _, error in built if error]
+        if errors:
+            return PairedMeasurement((a, b), [], errors[0])
+        try:
+            times, error = self._in_session(
+                measure_pair_in_session, tuple(library for library, _ in built), workload.kernel, workload.to_dict(),
+                (a.to_dict(), b.to_dict()), self.builder.vector_bits, self.options, pairs,
+            )
+        except Exception as err:
+            times, error = [], _failure(self.failure_kind, err)
+        return PairedMeasurement((a, b), [tuple(t) for t in times], error)
+
+
+class LocalMeasurer(_Measurer):
     """Measures in a separate process (TVM's PopenPoolExecutor), restarted after a crash.
 
     threads: TVM_NUM_THREADS of the worker; default the caller's TVM_NUM_THREADS, else every core.
     It must be explicit: without TVM_NUM_THREADS, TVM runs one thread on this 2-core VM
     (runtime.NumThreads() == 1), and a tuning run once measured at one thread unawares. The
     measurer's name, which every record keeps, says the thread count."""
+
+    failure_kind = "run"
 
     def __init__(self, target: tvm.target.Target, options: MeasureOptions = MeasureOptions(), threads: int | None = None):
         from tvm.support.popen_pool import PopenPoolExecutor
@@ -129,28 +246,17 @@ class LocalMeasurer:
             else:
                 os.environ["TVM_NUM_THREADS"] = saved
 
+    def _in_session(self, function, *args):
+        return self.pool.submit(_in_local_session, function, *args).result()
+
     def measure(self, workload: DualWorkload, configs: list[DualKernelConfig]) -> list[Measurement]:
-        out = []
-        for config in configs:
-            try:
-                library = self.builder.build(workload, config)
-            except Exception as err:  # a knob combination TVM or LLVM rejects
-                out.append(Measurement(config, None, f"build failed: {str(err).splitlines()[-1][:200]}"))
-                continue
-            future = self.pool.submit(
-                _measure_locally, library, workload.kernel, workload.to_dict(), config.to_dict(), self.builder.vector_bits,
-                self.options,
-            )
-            try:
-                time_s, error = future.result()
-            except Exception as err:  # worker crashed or timed out
-                time_s, error = None, f"run failed: {type(err).__name__}: {str(err).splitlines()[-1][:200] if str(err) else ''}"
-            out.append(Measurement(config, time_s, error))
-        return out
+        return [self._measure_one(workload, config) for config in configs]
 
 
-class RPCMeasurer:
+class RPCMeasurer(_Measurer):
     """Measures on machines registered with a TVM RPC tracker, `parallel` sessions at a time."""
+
+    failure_kind = "rpc"
 
     def __init__(
         self,
@@ -169,30 +275,12 @@ class RPCMeasurer:
         self.parallel = max(1, parallel)
         self.name = f"rpc:{key}@{tracker_host}:{tracker_port}"
 
-    def _one(self, workload: DualWorkload, config: DualKernelConfig, library: str) -> Measurement:
-        try:
-            tracker = tvm.rpc.connect_tracker(*self.tracker)
-            session = tracker.request(self.key, session_timeout=int(self.options.timeout_s))
-            time_s, error = measure_in_session(
-                session, library, workload.kernel, workload.to_dict(), config.to_dict(), self.builder.vector_bits,
-                self.options,
-            )
-        except Exception as err:
-            time_s, error = None, f"rpc failed: {type(err).__name__}: {str(err).splitlines()[-1][:200] if str(err) else ''}"
-        return Measurement(config, time_s, error)
+    def _in_session(self, function, *args):
+        tracker = tvm.rpc.connect_tracker(*self.tracker)
+        return function(tracker.request(self.key, session_timeout=int(self.options.timeout_s)), *args)
 
     def measure(self, workload: DualWorkload, configs: list[DualKernelConfig]) -> list[Measurement]:
-        built = []
-        for config in configs:
-            try:
-                built.append((config, self.builder.build(workload, config), None))
-            except Exception as err:
-                built.append((config, None, f"build failed: {str(err).splitlines()[-1][:200]}"))
+        for config in configs:  # built here, one after another: the builder is not thread-safe
+            self._build(workload, config)
         with ThreadPoolExecutor(self.parallel) as pool:
-            futures = [
-                pool.submit(self._one, workload, config, library) if library else None for config, library, _ in built
-            ]
-            return [
-                future.result() if future is not None else Measurement(config, None, error)
-                for future, (config, _, error) in zip(futures, built)
-            ]
+            return list(pool.map(lambda config: self._measure_one(workload, config), configs))

@@ -2,7 +2,8 @@
 
 A record: {"kernel", "workload" (key), "workload_params", "target", "config", "time_s" (median
 seconds, null on failure), "error", "measurer", "method" ("cold" or "warm", MeasureOptions),
-"tvm_version", "tvm_dual_version", "timestamp"}.
+"tvm_version", "tvm_dual_version", "timestamp"}, and for a side of a verification pair "pair": an
+id the pair's two records share (tuner.py; schedules.distill compares such records pair by pair).
 "kernel" is the kernel family ("dual_dense", "dual_gates").
 Reading is forgiving: a corrupt line, a record of an unknown kernel family or with unknown knobs is
 skipped with one warning per file that says how many lines and why; a file that is not JSON lines
@@ -46,6 +47,7 @@ class Record:
     error: str | None = None
     measurer: str = "local"
     method: str = "warm"  # MeasureOptions.method; records written before it existed are "warm"
+    pair: str | None = None  # verification pair id (None: a measurement of its own)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -62,6 +64,7 @@ class Record:
                 "tvm_version": tvm.__version__,
                 "tvm_dual_version": TVM_DUAL_VERSION,
                 "timestamp": time.time(),
+                **({"pair": self.pair} if self.pair is not None else {}),
             },
             sort_keys=True,
         )
@@ -80,12 +83,19 @@ class Record:
             error=d.get("error"),
             measurer=d.get("measurer", "local"),
             method=check_method(d.get("method", "warm")),
+            pair=_check_pair(d.get("pair")),
         )
 
 
 def check_method(value) -> str:
     if value not in METHODS:
         raise ValueError(f"unknown measurement method {value!r}")
+    return value
+
+
+def _check_pair(value) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"bad pair id {value!r}")
     return value
 
 

@@ -9,7 +9,9 @@ A file `schedules/<target key>.json` holds {"format": 1, "target": ..., "entries
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,10 @@ FORMAT = 1
 # A tuned configuration replaces the defaults only if its median beats theirs by this much: the
 # tuner's measurements of one configuration spread by 10-20%, so a smaller lead is mostly luck.
 KEEP_MARGIN = 0.05
+# Where the tuner verified its finalists in pairs against the defaults (tuner.py), only a finalist
+# that passes beats_defaults replaces them: the medians of separately timed records let finalists
+# 0.97-1.14x the defaults' time through on znver3 and znver5 (scripts/check_schedules.py).
+VERIFY_P = 0.05
 TUNED_RATIO = 0.5  # of several tuned ratios of one shape, the schedule comes from the nearest to this
 # The shipped schedules live next to the package (the repository's schedules/ directory);
 # TVM_DUAL_SCHEDULES points elsewhere.
@@ -68,14 +74,29 @@ def _better(new: ScheduleEntry, old: ScheduleEntry | None) -> bool:
     return new.time_s < old.time_s
 
 
+def beats_defaults(ratios: Sequence[float]) -> bool:
+    """Whether the tuned / default time ratios of verification pairs show the tuned configuration
+    clearly faster: a median ratio of at most 1 - KEEP_MARGIN, and faster in so many of the pairs
+    that a configuration no faster than the defaults would be so at most VERIFY_P of the time
+    (one-sided sign test)."""
+    if not ratios:
+        return False
+    n, wins = len(ratios), sum(r < 1 for r in ratios)
+    chance = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    return float(np.median(ratios)) <= 1 - KEEP_MARGIN and chance <= VERIFY_P
+
+
 def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
     """Per shape key, for one target string, the configuration with the lowest median over its
     successful records (the minimum of single noisy measurements would reward the luckiest),
     from cold-cache records where a shape has any, and from the workload tuned nearest the
-    headline ratio where a shape was tuned at several."""
+    headline ratio where a shape was tuned at several. A tuned configuration replaces the defaults
+    only with a clear lead: where finalists were verified in pairs against the defaults, the
+    fastest that passed beats_defaults; in older logs without pairs, a median KEEP_MARGIN below."""
     times: dict[tuple[str, str, DualKernelConfig], list[float]] = {}
     workloads: dict[tuple[str, str, DualKernelConfig], object] = {}
     counts: dict[tuple[str, str], int] = {}
+    pairs: dict[tuple[str, str], dict[str, dict[DualKernelConfig, float]]] = {}
     for r in records:
         if r.target != target:
             continue
@@ -84,6 +105,8 @@ def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
         if r.time_s is not None:
             times.setdefault((key, r.method, r.config), []).append(r.time_s)
             workloads[(key, r.method, r.config)] = r.workload
+            if r.pair is not None:
+                pairs.setdefault((key, r.method), {}).setdefault(r.pair, {})[r.config] = r.time_s
     per_workload: dict[tuple[str, str], ScheduleEntry] = {}
     for (key, method, config), ts in times.items():
         entry = ScheduleEntry(config, float(np.median(ts)), workloads[(key, method, config)], counts[(key, method)], method)
@@ -94,13 +117,34 @@ def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
     for (key, method), entry in per_workload.items():
         default = entry.workload.default_config(defaults_target)
         default_times = times.get((key, method, default), [])
-        if entry.config != default and len(default_times) >= 3:
+        verified = paired_ratios(pairs.get((key, method), {}), default)
+        if verified:
+            passed = [c for c, ratios in verified.items() if beats_defaults(ratios)]
+            choice = min(passed, key=lambda c: float(np.median(times[(key, method, c)]))) if passed else default
+            entry = ScheduleEntry(
+                choice, float(np.median(times[(key, method, choice)])), workloads[(key, method, choice)], entry.measured,
+                method,
+            )
+        elif entry.config != default and len(default_times) >= 3:
             default_time = float(np.median(default_times))
             if entry.time_s > (1 - KEEP_MARGIN) * default_time:  # no clear lead: keep the defaults
                 entry = ScheduleEntry(default, default_time, entry.workload, entry.measured, method)
         if _better(entry, best.get(entry.workload.shape_key)):
             best[entry.workload.shape_key] = entry
     return best
+
+
+def paired_ratios(
+    pairs: dict[str, dict[DualKernelConfig, float]], default: DualKernelConfig
+) -> dict[DualKernelConfig, list[float]]:
+    """Per configuration verified against `default`, its time / the default's in each pair."""
+    out: dict[DualKernelConfig, list[float]] = {}
+    for pair in pairs.values():
+        if default in pair:
+            for config, t in pair.items():
+                if config != default:
+                    out.setdefault(config, []).append(t / pair[default])
+    return out
 
 
 def _load(path: str | os.PathLike) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..kernels.dual_dense import DualKernelConfig
 from ..target import target_to_string
 from .cost_model import XGBCostModel
 from .records import Record, append_records, read_records
+from .schedules import beats_defaults, distill
 from .space import features
 from .workload import DualWorkload
 
@@ -32,6 +34,7 @@ class TuningResult:
     best_time_s: float | None
     history: list[float | None] = field(default_factory=list)  # time of each trial, in order (None: failed)
     resumed: int = 0  # records taken over from the log
+    schedule: DualKernelConfig | None = None  # what the distilled schedule gets: the best if verified, else the defaults
 
     def trials_to_fraction(self, fraction: float = 0.95, reference_s: float | None = None) -> int | None:
         """Trials until a candidate within `fraction` of the reference speed (default: this run's best)."""
@@ -59,7 +62,7 @@ def tune_dual_kernel(
     resume: bool = True,
     confirm_top: int = 4,
     confirm_rounds: int = 2,
-    verify_rounds: int = 6,
+    verify_pairs: int = 32,
 ) -> TuningResult:
     """Tune one workload; `trials` new measurements at most (and `minutes` of wall time, if given).
     With resume, records of the same workload, target, measurement method and measurer (which
@@ -72,40 +75,45 @@ def tune_dual_kernel(
     has 1 + `confirm_rounds` measurements, in a different order each round, and a configuration's
     time is the median of all its measurements (the records keep every one). Even so, the winner of
     ~50 noisy candidates is often lucky (on znver5 the demo MLP's winners were 8-20% slower than
-    the defaults in a separate side-by-side run), so last the best and the default are measured
-    `verify_rounds` more times each, alternately (and the next best likewise if the lead moves);
-    schedules.distill keeps the default unless the best beats it by KEEP_MARGIN over all those
-    measurements."""
+    the defaults in a separate side-by-side run), so last the fastest finalists whose medians beat
+    the default's (three at most) are timed against the default in `verify_pairs` pairs, the two
+    alternating in one process (measure.measure_pair_in_session), until one passes
+    schedules.beats_defaults; result.schedule is what schedules.distill then ships for the shape."""
     if strategy not in ("xgb", "random"):
         raise ValueError(f"strategy must be 'xgb' or 'random', got {strategy!r}")
     target = target_to_string(measurer.target)
+    default = workload.default_config(measurer.target)
     space = space if space is not None else workload.space()
+    if default not in space:  # a run without the defaults has nothing to measure its finds against
+        space = [default, *space]
     shape = workload.shape_features()
     feats = np.stack([features(c, shape) for c in space])
     index = {c: i for i, c in enumerate(space)}
     rng = np.random.default_rng(seed)
-    default = workload.default_config(measurer.target)
 
     method = measurer.options.method
-    previous = [
+    records = [
         r for r in (read_records(log_path) if log_path and resume else [])
         if r.workload == workload and r.target == target and r.method == method and r.measurer == measurer.name
     ]
     measured: dict[DualKernelConfig, list[float | None]] = {}
-    for r in previous:
+    for r in records:
         measured.setdefault(r.config, []).append(r.time_s)
-    result = TuningResult(workload, target, None, None, resumed=len(previous))
+    result = TuningResult(workload, target, None, None, resumed=len(records))
     model = XGBCostModel(seed=seed)
     deadline = time.monotonic() + 60 * minutes if minutes else None
 
+    def log(new: list[Record]) -> None:
+        if log_path:
+            append_records(log_path, new)
+        records.extend(new)
+        for r in new:
+            measured.setdefault(r.config, []).append(r.time_s)
+        _update_best(result, measured)
+
     def run(batch: list[DualKernelConfig]) -> list:
         measurements = measurer.measure(workload, batch)
-        if log_path:
-            append_records(log_path, [Record(workload, target, m.config, m.time_s, m.error, measurer.name, method)
-                                      for m in measurements])
-        for m in measurements:
-            measured.setdefault(m.config, []).append(m.time_s)
-        _update_best(result, measured)
+        log([Record(workload, target, m.config, m.time_s, m.error, measurer.name, method) for m in measurements])
         return measurements
 
     bar = tqdm(total=trials, desc=f"tuning {workload.key}", unit="trial", disable=not progress)
@@ -134,17 +142,23 @@ def tune_dual_kernel(
         if len(ok) < 2 or not short:
             break
         run([short[i] for i in rng.permutation(len(short))])
-    # Verification: a finalist whose lead does not survive hands the lead to the next, which is
-    # verified in turn (three at most).
-    verified: set[DualKernelConfig] = set()
-    while (
-        verify_rounds and default in measured and len(verified) < 3
-        and result.best_config not in (None, default, *verified)
-    ):
-        finalist = result.best_config
-        verified.add(finalist)
-        for i in range(verify_rounds):
-            run([finalist, default] if i % 2 == 0 else [default, finalist])
+    # Verification: the finalists that beat the default's median, fastest first, in pairs against it
+    ok = {c: t for c, t in _summaries(measured).items() if t is not None}
+    if verify_pairs and default in ok:
+        for finalist in [c for c in sorted(ok, key=ok.get) if ok[c] < ok[default]][:3]:
+            paired = measurer.measure_pair(workload, finalist, default, verify_pairs)
+            if paired.error:
+                log([Record(workload, target, finalist, None, paired.error, measurer.name, method)])
+                continue
+            tag = uuid.uuid4().hex[:12]
+            log([
+                Record(workload, target, config, t, None, measurer.name, method, pair=f"{tag}:{i}")
+                for i, times in enumerate(paired.times_s) for config, t in zip(paired.configs, times)
+            ])
+            if beats_defaults(paired.ratios):
+                break
+    entry = distill(records, target).get(workload.shape_key)
+    result.schedule = entry.config if entry else None
     return result
 
 
