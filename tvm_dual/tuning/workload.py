@@ -101,7 +101,8 @@ class DualWorkload:
             p["x"], p["W"], p["bias"], p["P"], p["Ps"], p["WL"], p["WLs"], p["bL"], lo_v, hi_v, self.act,
             config.little_compute, vector_bits,
         )
-        return [p["x"], p["W"], *consts, *outputs], {"y": ref.y, "rows": ref.rows_read}
+        read = np.nonzero(ref.mask.any(axis=0))[0]  # the rows of W the kernel reads
+        return [p["x"], p["W"], *consts, *outputs], {"y": ref.y, "rows": ref.rows_read, "read": read}
 
 
 def workload_from_dict(d: dict, kernel: str = "dual_dense"):

@@ -1,0 +1,165 @@
+"""How close the dense dual kernel comes to a hand-written AVX2 gather of the same rows, cold, at
+one thread, side by side in one process.
+
+The dual kernel at a ratio reads the rows of W its little module marks sensitive. A C function
+(compiled here with the system's cc, -O3 -mavx2 -mfma) computes the dot products of exactly
+those rows, six rows in flight with two accumulators each, and nothing else: no little module, no
+masks, no call through TVM. Also timed: the dual kernel with no row exact (its fixed part), the C
+function over all rows (a plain GEMV), our dense GEMV kernel, and the benchmark's streaming-read
+kernel over a buffer the size of W (bench/bandwidth.py, the bound of the issue-5 check). Every
+call follows a 128 MiB read (cold), the engines in a different order each round; prints medians
+and the median of the per-round ratios.
+
+    TVM_NUM_THREADS=1 python scripts/gather_ceiling.py --n 4096 --k 1024 --rank 100 --ratio 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import tvm
+
+from tvm_dual.bench.bandwidth import LANES, stream_sum_kernel
+from tvm_dual.bench.timing import CacheFlusher
+from tvm_dual.huge_pages import collapse
+from tvm_dual.kernels.gemv import GemvShape, default_gemv_config, make_gemv
+from tvm_dual.target import host_target, vector_bits
+from tvm_dual.tuning.workload import DualWorkload
+
+C_GATHER = r"""
+#include <immintrin.h>
+#include <stddef.h>
+static inline float hsum(__m256 v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_hadd_ps(a, a); a = _mm_hadd_ps(a, a); return _mm_cvtss_f32(a);
+}
+/* y[idx[j]] = W[idx[j], :K] . x for j < cnt; rows `stride` floats apart, K a multiple of 16 */
+void gather_dot(const float* W, int stride, int K, const float* x, float* y, const int* idx, int cnt) {
+  enum { G = 6 };
+  int ng = cnt / G;
+  for (int j = 0; j < ng; j++) {
+    __m256 a[G], b[G]; const float* r[G];
+    for (int g = 0; g < G; g++) { a[g] = b[g] = _mm256_setzero_ps(); r[g] = W + (size_t)idx[j * G + g] * stride; }
+    for (int k = 0; k < K; k += 16) {
+      __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+      for (int g = 0; g < G; g++) {
+        a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(r[g] + k), x0, a[g]);
+        b[g] = _mm256_fmadd_ps(_mm256_loadu_ps(r[g] + k + 8), x1, b[g]);
+      }
+    }
+    for (int g = 0; g < G; g++) y[idx[j * G + g]] = hsum(_mm256_add_ps(a[g], b[g]));
+  }
+  for (int j = ng * G; j < cnt; j++) {
+    __m256 a = _mm256_setzero_ps(); const float* r = W + (size_t)idx[j] * stride;
+    for (int k = 0; k < K; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(r + k), _mm256_loadu_ps(x + k), a);
+    y[idx[j]] = hsum(a);
+  }
+}
+"""
+
+
+def compile_c_gather(directory: str) -> ctypes.CDLL:
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        raise SystemExit("no C compiler (cc, or $CC) on PATH: the C gather cannot be built")
+    source, library = os.path.join(directory, "gather.c"), os.path.join(directory, "gather.so")
+    with open(source, "w") as f:
+        f.write(C_GATHER)
+    subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-o", library, source], check=True)
+    lib = ctypes.CDLL(library)
+    lib.gather_dot.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--k", type=int, default=1024, help="a multiple of 16")
+    ap.add_argument("--rank", type=int, default=100)
+    ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=300)
+    args = ap.parse_args()
+    if args.k % 16:
+        raise SystemExit("--k must be a multiple of 16 (the C gather has no tail loop for the rows' last floats)")
+    if os.environ.get("TVM_NUM_THREADS") != "1":
+        raise SystemExit("run with TVM_NUM_THREADS=1: the C gather is single-threaded")
+
+    target, dev = host_target(), tvm.cpu()
+    bits = vector_bits(target)
+
+    def dual_kernel(ratio: float):
+        workload = DualWorkload(1, args.n, args.k, args.rank, "tanh", ratio)
+        config = workload.default_config(target)
+        kernel = tvm.compile(tvm.IRModule({"main": workload.primfunc(config, bits)}), target=target)["main"]
+        arrays, expected = workload.arguments(config, bits)
+        tensors = [tvm.runtime.tensor(a, dev) for a in arrays]
+        collapse(tensors[1].data_ptr(), arrays[1].nbytes)  # W on 2 MiB pages, as compiled modules have it
+        kernel(*tensors)
+        return kernel, tensors, arrays, expected
+
+    dual, dual_args, arrays, expected = dual_kernel(args.ratio)
+    dual_none, dual_none_args, _, _ = dual_kernel(0.999)
+    rows = expected["read"].astype(np.int32)
+    W = arrays[1]  # the kernel's weight operand: rows padded to whole cache lines
+    collapse(W.ctypes.data, W.nbytes)
+    x = np.ascontiguousarray(arrays[0][0])
+    y = np.zeros(args.n, np.float32)
+    all_rows = np.arange(args.n, dtype=np.int32)
+
+    gemv = tvm.compile(
+        tvm.IRModule({"main": make_gemv(GemvShape(1, args.n, args.k, "tanh"), default_gemv_config(bits))}), target=target
+    )["main"]
+    gemv_args = [dual_args[0], dual_args[1], tvm.runtime.tensor(np.zeros(args.n, np.float32), dev),
+                 tvm.runtime.tensor(np.zeros((1, args.n), np.float32), dev)]
+    stream = tvm.runtime.tensor(np.ones(W.size, np.float32), dev)
+    collapse(stream.data_ptr(), W.nbytes)
+    stream_out = tvm.runtime.tensor(np.zeros((1, LANES), np.float32), dev)
+    stream_sum = stream_sum_kernel()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = compile_c_gather(tmp)
+
+        def c_gather(ids: np.ndarray):
+            return lambda: lib.gather_dot(W.ctypes.data, W.shape[1], args.k, x.ctypes.data, y.ctypes.data, ids.ctypes.data,
+                                          len(ids))
+
+        engines = {
+            "dual kernel": (lambda: dual(*dual_args), 4 * args.k * len(rows)),
+            "dual kernel, no row exact": (lambda: dual_none(*dual_none_args), 0),
+            "C gather, the same rows": (c_gather(rows), 4 * args.k * len(rows)),
+            "C gather, all rows": (c_gather(all_rows), W.nbytes),
+            "dense GEMV kernel": (lambda: gemv(*gemv_args), W.nbytes),
+            "streaming read of W's size": (lambda: stream_sum(stream, stream_out), W.nbytes),
+        }
+        flush = CacheFlusher(128 << 20, 1)
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for rnd in range(args.rounds):
+            for i in np.random.default_rng(rnd).permutation(len(engines)):
+                name = list(engines)[i]
+                flush()
+                start = time.perf_counter()
+                engines[name][0]()
+                times[name].append(time.perf_counter() - start)
+
+    print(f"W {args.n} x {args.k}, rank {args.rank}, ratio {args.ratio}: {len(rows)} rows exact; cold, 1 thread, "
+          f"{args.rounds} rounds")
+    for name, (_, nbytes) in engines.items():
+        us = 1e6 * float(np.median(times[name]))
+        rate = f"{nbytes / us / 1e3:6.1f} GB/s of W rows" if nbytes else ""
+        print(f"  {name:28s} {us:8.1f} us  {rate}")
+    for a, b in (("dual kernel", "C gather, the same rows"), ("C gather, all rows", "C gather, the same rows"),
+                 ("dense GEMV kernel", "dual kernel"), ("dense GEMV kernel", "C gather, all rows")):
+        ratio = np.array(times[a]) / np.array(times[b])
+        print(f"  {a} / {b}: {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f})")
+
+
+if __name__ == "__main__":
+    main()
