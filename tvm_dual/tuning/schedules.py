@@ -29,8 +29,9 @@ FORMAT = 1
 # tuner's measurements of one configuration spread by 10-20%, so a smaller lead is mostly luck.
 KEEP_MARGIN = 0.05
 # Where the tuner verified its finalists in pairs against the defaults (tuner.py), only a finalist
-# that passes beats_defaults replaces them: the medians of separately timed records let finalists
-# 0.97-1.14x the defaults' time through on znver3 and znver5 (scripts/check_schedules.py).
+# that passes beats_defaults replaces them: the medians of separately timed records let through
+# finalists that side-by-side checks found 8-20% slower than the defaults on znver5 and 0.97-1.14x
+# their time on znver3 (schedules/README.md).
 VERIFY_P = 0.05
 TUNED_RATIO = 0.5  # of several tuned ratios of one shape, the schedule comes from the nearest to this
 # The shipped schedules live next to the package (the repository's schedules/ directory);

@@ -34,7 +34,7 @@ class TuningResult:
     best_time_s: float | None
     history: list[float | None] = field(default_factory=list)  # time of each trial, in order (None: failed)
     resumed: int = 0  # records taken over from the log
-    schedule: DualKernelConfig | None = None  # what the distilled schedule gets: the best if verified, else the defaults
+    schedule: DualKernelConfig | None = None  # distilled from the records: a verified finalist, or the defaults
 
     def trials_to_fraction(self, fraction: float = 0.95, reference_s: float | None = None) -> int | None:
         """Trials until a candidate within `fraction` of the reference speed (default: this run's best)."""
@@ -78,7 +78,8 @@ def tune_dual_kernel(
     the defaults in a separate side-by-side run), so last the fastest finalists whose medians beat
     the default's (three at most) are timed against the default in `verify_pairs` pairs, the two
     alternating in one process (measure.measure_pair_in_session), until one passes
-    schedules.beats_defaults; result.schedule is what schedules.distill then ships for the shape."""
+    schedules.beats_defaults; result.schedule is what schedules.distill makes of the workload's
+    records of this measurer (`tvm-dual tune` distills the whole log into the schedule file)."""
     if strategy not in ("xgb", "random"):
         raise ValueError(f"strategy must be 'xgb' or 'random', got {strategy!r}")
     target = target_to_string(measurer.target)
