@@ -51,11 +51,11 @@ def result_leaves(result: Any) -> list:
     return [leaf for item in result for leaf in result_leaves(item)]
 
 
-def record_kernel_calls(executable, inputs: list, allow_views: bool) -> tuple[list[tuple[Any, tuple]], Any, Any]:
+def record_kernel_calls(executable, inputs: list, allow_views: bool) -> tuple[list[tuple[Any, str, tuple]], Any, Any]:
     """Run `main` once on `inputs` (TVM tensors) in a fresh VM and record its kernel calls.
 
-    Returns (kernel calls as (function, arguments), main's result, the VM). The VM must outlive
-    the calls: it owns the storage of their intermediate buffers."""
+    Returns (kernel calls as (function, symbol, arguments), main's result, the VM). The VM must
+    outlive the calls: it owns the storage of their intermediate buffers."""
     import tvm
     from tvm import relax
 
@@ -73,7 +73,7 @@ def record_kernel_calls(executable, inputs: list, allow_views: bool) -> tuple[li
     other = sorted({s for _, s, _ in calls if s.startswith("vm.builtin") and s not in allowed})
     if other:
         raise NotReplayable(f"the VM runs {', '.join(other)} between kernels")
-    kernels = [(func, args) for func, s, args in calls if not s.startswith("vm.builtin")]
+    kernels = [call for call in calls if not call[1].startswith("vm.builtin")]
     if not kernels:
         raise NotReplayable("the program calls no compiled kernel")
     return kernels, result, vm
@@ -93,7 +93,7 @@ class KernelPlan:
         self.kernels, result, self._vm = record_kernel_calls(executable, self.inputs, allow_views=True)
         # A leaf must share its bytes with a kernel's argument or an input: with only data-free
         # builtins and views in the program, that is where every output's data comes from.
-        addresses = {t.data_ptr() for _, args in self.kernels for t in args if isinstance(t, tvm.runtime.Tensor)}
+        addresses = {t.data_ptr() for _, _, args in self.kernels for t in args if isinstance(t, tvm.runtime.Tensor)}
         addresses |= {t.data_ptr() for t in self.inputs}
         self.outputs = result_leaves(result)
         for leaf in self.outputs:
@@ -101,5 +101,5 @@ class KernelPlan:
                 raise NotReplayable(f"an output of shape {tuple(leaf.shape)} shares no buffer with a kernel")
 
     def run(self) -> None:
-        for func, args in self.kernels:
+        for func, _, args in self.kernels:
             func(*args)

@@ -49,7 +49,7 @@ class KernelReplay:
         if outputs_index is not None:
             result = result[outputs_index]
         # an output is a kernel's buffer or a view of one (same address, same size)
-        written = {_extent(a) for _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
+        written = {_extent(a) for _, _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
         self.outputs = result_leaves(result)
         for leaf in self.outputs:
             if _extent(leaf) not in written:
@@ -69,7 +69,7 @@ class KernelReplay:
             new = fresh[_extent(a)]
             return new if tuple(a.shape) == tuple(new.shape) else new._create_view(tuple(a.shape), a.dtype)
 
-        return [(func, [swap(a) for a in args]) for func, args in self.kernels]
+        return [(func, [swap(a) for a in args]) for func, _, args in self.kernels]
 
     def run(self, bound: list[tuple[Any, list]]) -> list:
         for func, args in bound:
