@@ -18,7 +18,16 @@ def default_kernel_config(target: Target, n: int | None = None) -> DualKernelCon
     gate kernel and the dense GEMV; four rows with two registers were 3-8% slower on 4096 x 1024 at
     half the rows, Zen 3, 1 and 2 threads, hot and cold), the integer little module wherever x86
     has a multiply-add of int16 pairs, and for a layer of n outputs the longest spans of blocks that
-    still leave MIN_SPANS parallel tasks (dual_dense.default_blocks_per_span)."""
+    still leave MIN_SPANS parallel tasks (dual_dense.default_blocks_per_span).
+
+    The projection runs serially below dual_dense.PARALLEL_PROJECTION_MIN (2**18) multiply-adds,
+    up from 65,536: its parallel region cost more than it saved on 4096 x 1024 at rank 81 and 100
+    (the Linear benchmark's layer; Zen 3, half the rows, serial / parallel time paired in one
+    process with tuning.measure's pairs, both orders, 32 pairs each, 2026-12-03): 0.98 / 0.97 cold
+    and 0.95 / 0.92-1.00 hot at 1 / 2 threads, and 68 vs 79 us cold with no row exact. The gate
+    kernels take these defaults too: the 750-unit layers' projections (150,000 multiply-adds) now
+    run serially, which their pairs showed made no difference (LSTM-750 and GRU-750 serial /
+    parallel 0.98-1.01, cold, one and two threads); the 1500-unit layers' (600,000) stay parallel."""
     config = DualKernelConfig(
         rows_per_group=8, lanes=register_lanes(vector_bits(target)), little_compute=default_little_compute(target)
     )

@@ -73,6 +73,9 @@ MIN_SPANS = 4
 # order in turn, twice, 2026-12-03 04:39-04:48) it did not change the one-thread times and gained
 # about 5% cold at two threads, within the rounds' spread; a tuner knob, not the default.
 ROW_ORDERS = ("adjacent", "far")
+# The projection runs serially below this many multiply-adds: a parallel region of its own cost
+# more than it saved on 4096 x 1024 (plan.default_kernel_config says by how much).
+PARALLEL_PROJECTION_MIN = 2**18
 MAX_KERNEL_BATCH = 4096  # the kernel itself is correct beyond MAX_BATCH; calibration runs it at large batch
 
 
@@ -86,7 +89,7 @@ class DualKernelConfig:
     prefetch: bool = False  # software-prefetch the next group of gathered rows
     blocks_per_span: int = 1  # column blocks whose exact rows are read as one stream (see the module docstring)
     tasks: int = 0  # 0: one parallel task per span of blocks; T > 0: T tasks taking spans round-robin
-    parallel_projection_min: int = 65536  # multiply-adds from which the projection runs in parallel
+    parallel_projection_min: int = PARALLEL_PROJECTION_MIN  # multiply-adds from which the projection runs in parallel
     little_compute: str = "f32"  # little-module arithmetic: "f32" or "i16" (kernels/little_module.py)
     row_order: str = "adjacent"  # rows of a group: "adjacent" selected rows, or "far" (ROW_ORDERS)
 

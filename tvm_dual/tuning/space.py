@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..kernels.dual_dense import BLOCKS_PER_SPAN, DualKernelConfig
+from ..kernels.dual_dense import BLOCKS_PER_SPAN, PARALLEL_PROJECTION_MIN, DualKernelConfig
 from ..kernels.row_dot import MAX_ACCUMULATOR_FLOATS
 
 KNOB_VALUES: dict[str, tuple] = {
@@ -19,7 +19,7 @@ KNOB_VALUES: dict[str, tuple] = {
     # all of them: the defaults' rule (default_blocks_per_span) picks 2 or 8 for some shapes
     "blocks_per_span": BLOCKS_PER_SPAN,
     "tasks": (0, 2, 4, 8),
-    "parallel_projection_min": (0, 65536, 2**31 - 1),  # always / when large / never in parallel
+    "parallel_projection_min": (0, PARALLEL_PROJECTION_MIN, 2**31 - 1),  # always / when large / never in parallel
     "little_compute": ("f32", "i16"),
     "row_order": ("adjacent", "far"),
 }
