@@ -87,9 +87,10 @@ def main() -> None:
         acc = accuracy(module, test.images, test.labels)  # batch 1, all 10k test images
         quality[ratio] = (acc, module.stats())  # of the test images alone: the timing below calls the module on one image
     rounds: dict[float, list[tuple[float, dict[str, float]]]] = {ratio: [] for ratio in modules}
-    for order in np.random.default_rng(0).permuted(np.tile(np.arange(len(modules)), (args.rounds, 1)), axis=1):
+    compiled = list(modules.items())
+    for order in np.random.default_rng(0).permuted(np.tile(np.arange(len(compiled)), (args.rounds, 1)), axis=1):
         for i in order:
-            ratio, module = list(modules.items())[i]
+            ratio, module = compiled[i]
             profile = module.profile(example, repeat=60, warmup_s=0.05)
             per_layer = {name: kernel_time(profile, module, model, name, act) for name, act in LAYERS}
             rounds[ratio].append((median_seconds(lambda: module(x), repeat=60, warmup_s=0.05), per_layer))

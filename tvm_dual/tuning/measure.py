@@ -101,11 +101,15 @@ def _load_checked(session, library: str, w, c: DualKernelConfig, bits: int):
     session.upload(library)
     lib = session.load_module(os.path.basename(library))
     arrays, expected = w.arguments(c, bits)
-    args = [tvm.runtime.tensor(a, session.cpu(0)) for a in arrays]
+    args = _tensors(arrays, session.cpu(0))
     lib["dual"](*args)
     y, rows = w.result([a.numpy() for a in args[-w.outputs :]])
     problem = check_outputs(y, rows, expected, w.rows)
     return (None, None, f"wrong result: {problem}") if problem else (lib, args, None)
+
+
+def _tensors(arrays: list[np.ndarray], dev) -> list:
+    return [tvm.runtime.tensor(a, dev) for a in arrays]
 
 
 def _evaluator(lib, dev, options: MeasureOptions, repeat: int):
@@ -146,20 +150,21 @@ def measure_pair_in_session(
     from .space import config_from_dict
 
     w = workload_from_dict(workload, kernel)
-    libs, evaluators = [], []
-    for library, config in zip(libraries, configs):
-        lib, args, problem = _load_checked(session, library, w, config_from_dict(config), bits)
+    dev = session.cpu(0)
+    sides = [config_from_dict(c) for c in configs]
+    libs, first = [], []
+    for library, config in zip(libraries, sides):
+        lib, args, problem = _load_checked(session, library, w, config, bits)
         if problem:
-            return [], f"{config_from_dict(config)}: {problem}"
-        libs.append((lib, args))
-        evaluators.append(_evaluator(lib, session.cpu(0), options, PAIR_CALLS))
-    reversed_args = [None, None]
-    for j in (1, 0):  # the second set: allocated the other way round
-        arrays, _ = w.arguments(config_from_dict(configs[j]), bits)
-        reversed_args[j] = [tvm.runtime.tensor(a, session.cpu(0)) for a in arrays]
-    argument_sets = ([args for _, args in libs], reversed_args)
-    _warm_up([lambda lib=lib, args=args: lib["dual"](*args) for (lib, _), args in zip(libs, reversed_args)]
-             + [lambda lib=lib, args=args: lib["dual"](*args) for lib, args in libs], options)
+            return [], f"{config}: {problem}"
+        libs.append(lib)
+        first.append(args)
+    second = [None, None]
+    for j in (1, 0):  # the same arguments, allocated the other way round
+        second[j] = _tensors(w.arguments(sides[j], bits)[0], dev)
+    argument_sets = (first, second)
+    evaluators = [_evaluator(lib, dev, options, PAIR_CALLS) for lib in libs]
+    _warm_up([lambda j=j, a=a: libs[j]["dual"](*a[j]) for a in argument_sets for j in (0, 1)], options)
     times = []
     for i in range(pairs):
         arguments = argument_sets[(i // 2) % 2]

@@ -137,14 +137,14 @@ def tune_dual_kernel(
     # 1 + confirm_rounds measurements; a lucky single measurement that confirmation pushes down
     # lets the next candidate up, which is then measured too.
     for _ in range(4 * confirm_top if confirm_rounds else 0):
-        ok = {c: t for c, t in _summaries(measured).items() if t is not None}
+        ok = _successful(measured)
         finalists = sorted(ok, key=ok.get)[:confirm_top] + ([default] if default in ok else [])
         short = list(dict.fromkeys(c for c in finalists if len(measured[c]) < 1 + confirm_rounds))
         if len(ok) < 2 or not short:
             break
         run([short[i] for i in rng.permutation(len(short))])
     # Verification: the finalists that beat the default's median, fastest first, in pairs against it
-    ok = {c: t for c, t in _summaries(measured).items() if t is not None}
+    ok = _successful(measured)
     if verify_pairs and default in ok:
         for finalist in [c for c in sorted(ok, key=ok.get) if ok[c] < ok[default]][:3]:
             paired = measurer.measure_pair(workload, finalist, default, verify_pairs)
@@ -168,8 +168,13 @@ def _summaries(measured: dict[DualKernelConfig, list[float | None]]) -> dict[Dua
     return {c: (float(np.median(ok)) if (ok := [t for t in times if t is not None]) else None) for c, times in measured.items()}
 
 
+def _successful(measured: dict[DualKernelConfig, list[float | None]]) -> dict[DualKernelConfig, float]:
+    """_summaries of the configurations with at least one successful measurement."""
+    return {c: t for c, t in _summaries(measured).items() if t is not None}
+
+
 def _update_best(result: TuningResult, measured: dict) -> None:
-    ok = {c: t for c, t in _summaries(measured).items() if t is not None}
+    ok = _successful(measured)
     if ok:
         result.best_config = min(ok, key=ok.get)
         result.best_time_s = ok[result.best_config]
