@@ -4,9 +4,12 @@ one thread, side by side in one process.
 The dual kernel at a ratio reads the rows of W its little module marks sensitive. A C function
 (compiled here with the system's cc, -O3 -mavx2 -mfma) computes the dot products of exactly
 those rows, six rows in flight with two accumulators each, and nothing else: no little module, no
-masks, no call through TVM. Also timed: the dual kernel with no row exact (its fixed part), the C
-function over all rows (a plain GEMV), our dense GEMV kernel, and the benchmark's streaming-read
-kernel over a buffer the size of W (bench/bandwidth.py, the bound of the issue-5 check). Every
+masks, no call through TVM. It runs on the rows in two orders (row_dot.ROW_ORDERS): groups of six
+neighbouring selected rows, and "far" groups (the selected rows read as six long streams, as the
+kernels' default). Also timed: the dual kernel with no row exact (its fixed part), the C function
+over all rows (a plain GEMV, both orders), our dense GEMV kernel, and the benchmark's
+streaming-read kernel over a buffer the size of W (bench/bandwidth.py, the bound of the issue-5
+check). Every
 call follows a 128 MiB read (cold), the engines in a different order each round; prints medians
 and the median of the per-round ratios.
 
@@ -33,6 +36,7 @@ from tvm_dual.kernels.gemv import GemvShape, default_gemv_config, make_gemv
 from tvm_dual.target import host_target, vector_bits
 from tvm_dual.tuning.workload import DualWorkload
 
+C_GROUP = 6  # rows in flight in the C gather
 C_GATHER = r"""
 #include <immintrin.h>
 #include <stddef.h>
@@ -42,7 +46,7 @@ static inline float hsum(__m256 v) {
 }
 /* y[idx[j]] = W[idx[j], :K] . x for j < cnt; rows `stride` floats apart, K a multiple of 16 */
 void gather_dot(const float* W, int stride, int K, const float* x, float* y, const int* idx, int cnt) {
-  enum { G = 6 };
+  enum { G = C_GROUP };
   int ng = cnt / G;
   for (int j = 0; j < ng; j++) {
     __m256 a[G], b[G]; const float* r[G];
@@ -71,7 +75,7 @@ def compile_c_gather(directory: str) -> ctypes.CDLL:
         raise SystemExit("no C compiler (cc, or $CC) on PATH: the C gather cannot be built")
     source, library = os.path.join(directory, "gather.c"), os.path.join(directory, "gather.so")
     with open(source, "w") as f:
-        f.write(C_GATHER)
+        f.write(f"#define C_GROUP {C_GROUP}\n" + C_GATHER)
     subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-o", library, source], check=True)
     lib = ctypes.CDLL(library)
     lib.gather_dot.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
@@ -114,6 +118,12 @@ def main() -> None:
     y = np.zeros(args.n, np.float32)
     all_rows = np.arange(args.n, dtype=np.int32)
 
+    def far(ids: np.ndarray) -> np.ndarray:
+        """The rows in the C function's group order for "far" groups: group j is ids[g * ngroups + j]."""
+        ngroups = len(ids) // C_GROUP
+        head = ids[: ngroups * C_GROUP].reshape(C_GROUP, ngroups).T.reshape(-1)
+        return np.ascontiguousarray(np.concatenate([head, ids[ngroups * C_GROUP :]]))
+
     gemv = tvm.compile(
         tvm.IRModule({"main": make_gemv(GemvShape(1, args.n, args.k, "tanh"), default_gemv_config(bits))}), target=target
     )["main"]
@@ -135,7 +145,9 @@ def main() -> None:
             "dual kernel": (lambda: dual(*dual_args), 4 * args.k * len(rows)),
             "dual kernel, no row exact": (lambda: dual_none(*dual_none_args), 0),
             "C gather, the same rows": (c_gather(rows), 4 * args.k * len(rows)),
+            "C gather, same rows, far": (c_gather(far(rows)), 4 * args.k * len(rows)),
             "C gather, all rows": (c_gather(all_rows), W.nbytes),
+            "C gather, all rows, far": (c_gather(far(all_rows)), W.nbytes),
             "dense GEMV kernel": (lambda: gemv(*gemv_args), W.nbytes),
             "streaming read of W's size": (lambda: stream_sum(stream, stream_out), W.nbytes),
         }
@@ -154,9 +166,10 @@ def main() -> None:
     for name, (_, nbytes) in engines.items():
         us = 1e6 * float(np.median(times[name]))
         rate = f"{nbytes / us / 1e3:6.1f} GB/s of W rows" if nbytes else ""
-        print(f"  {name:28s} {us:8.1f} us  {rate}")
-    for a, b in (("dual kernel", "C gather, the same rows"), ("C gather, all rows", "C gather, the same rows"),
-                 ("dense GEMV kernel", "dual kernel"), ("dense GEMV kernel", "C gather, all rows")):
+        print(f"  {name:30s} {us:8.1f} us  {rate}")
+    for a, b in (("dual kernel", "C gather, the same rows"), ("dual kernel", "C gather, same rows, far"),
+                 ("C gather, all rows, far", "C gather, same rows, far"), ("dense GEMV kernel", "dual kernel"),
+                 ("dense GEMV kernel", "C gather, all rows, far")):
         ratio = np.array(times[a]) / np.array(times[b])
         print(f"  {a} / {b}: {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f})")
 

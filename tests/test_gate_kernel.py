@@ -12,12 +12,12 @@ from tvm_dual.kernels.dual_gates import GateShape
 CONFIGS = [
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16),
     DualKernelConfig(rows_per_group=2, lanes=8, little_block=32, tasks=3, parallel_projection_min=0, prefetch=True),
-    DualKernelConfig(rows_per_group=8, lanes=8, little_block=32, little_compute="i16"),
+    DualKernelConfig(rows_per_group=8, lanes=8, little_block=32, little_compute="i16", row_order="far"),
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, parallel_projection_min=0, little_compute="i16"),
 ]
 SPAN_CONFIGS = [
     DualKernelConfig(rows_per_group=4, lanes=16, little_block=16, blocks_per_span=4, little_compute="i16"),
-    DualKernelConfig(rows_per_group=2, lanes=8, little_block=16, blocks_per_span=2, tasks=2, prefetch=True),
+    DualKernelConfig(rows_per_group=2, lanes=8, little_block=16, blocks_per_span=2, tasks=2, prefetch=True, row_order="far"),
     # the AVX-512 default's group: 15 rows, an odd group size with a remainder in most spans
     DualKernelConfig(rows_per_group=15, lanes=16, little_block=32, blocks_per_span=2, little_compute="i16"),
 ]
@@ -110,10 +110,3 @@ def test_gru_n_row_halves_do_not_mix_non_finite_weights():
     np.testing.assert_allclose(out_h[:, 2 * H :][:, np.isfinite(h_n[0])], h_n[:, np.isfinite(h_n[0])], rtol=1e-5, atol=1e-5)
     assert np.isposinf(out_h[0, 2 * H + 5]) and np.isfinite(out_x[0, 2 * H + 5])
     assert np.isposinf(out_x[0, 2 * H + 7]) and np.isfinite(out_h[0, 2 * H + 7])
-
-
-def test_gate_kernel_refuses_row_orders_it_does_not_implement():
-    from tvm_dual.kernels.dual_gates import make_dual_gates
-
-    with pytest.raises(ValueError, match="row_order='far'"):
-        make_dual_gates(GateShape("lstm", 1, 37, 20, 6, fused=True), DualKernelConfig(little_block=16, row_order="far"))

@@ -27,9 +27,19 @@ def default_kernel_config(target: Target, n: int | None = None) -> DualKernelCon
     and 0.95 / 0.92-1.00 hot at 1 / 2 threads, and 68 vs 79 us cold with no row exact. The gate
     kernels take these defaults too: the 750-unit layers' projections (150,000 multiply-adds) now
     run serially, which their pairs showed made no difference (LSTM-750 and GRU-750 serial /
-    parallel 0.98-1.01, cold, one and two threads); the 1500-unit layers' (600,000) stay parallel."""
+    parallel 0.98-1.01, cold, one and two threads); the 1500-unit layers' (600,000) stay parallel.
+
+    Rows in "far" order (row_dot.ROW_ORDERS: a span's selected rows read as G long streams, as the
+    dense GEMV reads W since the same change), far / adjacent time paired in one process
+    (tuning.measure's pairs, 32, random half of the rows, Zen 3, 2026-12-03): 4096 x 1024 rank 100
+    0.96 / 0.92 cold and 0.96 / 0.99 hot at 1 / 2 threads; LSTM-750 gates 0.90 / 0.88 cold,
+    GRU-750 0.96 / 0.94. On Zen 5 (2026-12-03 04:40, kernels alone) it had made no difference at
+    one thread and gained about 5% cold at two."""
     config = DualKernelConfig(
-        rows_per_group=8, lanes=register_lanes(vector_bits(target)), little_compute=default_little_compute(target)
+        rows_per_group=8,
+        lanes=register_lanes(vector_bits(target)),
+        little_compute=default_little_compute(target),
+        row_order="far",
     )
     if n is None:
         return config

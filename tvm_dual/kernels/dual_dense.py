@@ -54,7 +54,7 @@ from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
 from .little_module import LITTLE_COMPUTE, little_value, make_i16_stages, padded_k
-from .row_dot import check_group, make_row_group_dot, row_stride, specialize
+from .row_dot import ROW_ORDERS, check_group, make_row_group_dot, row_stride, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
@@ -66,13 +66,6 @@ BLOCKS_PER_SPAN = (1, 2, 4, 8, 16)
 # reading 64 MiB, and with the weights in cache, one span took up to 2x longer on 512 x 784 at
 # 2 threads (scratch runs, 2026-12-02 09:10-09:20; schedules/README.md).
 MIN_SPANS = 4
-# "far": a group's G rows are the span's selected rows g * (cnt // G) + j, g < G, so that the span is
-# read as G long streams (as the bandwidth probe reads), not G neighbouring rows at a time. On 4096 x
-# 1024 at half the rows (Zen 5, kernels alone, paired with the dense GEMV kernel: `tvm-dual bench
-# --engines tvm-dense-kernel,tvm-dual-kernel --ratios 0.5 --rounds 2` with this default set to each
-# order in turn, twice, 2026-12-03 04:39-04:48) it did not change the one-thread times and gained
-# about 5% cold at two threads, within the rounds' spread; a tuner knob, not the default.
-ROW_ORDERS = ("adjacent", "far")
 # The projection runs serially below this many multiply-adds: a parallel region of its own cost
 # more than it saved on 4096 x 1024 (plan.default_kernel_config says by how much).
 PARALLEL_PROJECTION_MIN = 2**18
@@ -176,7 +169,7 @@ def dual_dense_template(
     def projection_group(P, Ps, x, z, rg, B, K):
         acc = T.alloc_buffer((G * L,), "float32")
         for b in range(B):
-            proj_dot(acc, P, 0, rg * G, rg * G, x, b, K)
+            proj_dot(acc, P, 0, rg * G, 1, rg * G, x, b, K)
             for g in T.unroll(G):
                 z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
 
@@ -218,7 +211,7 @@ def dual_dense_template(
 
     @T.macro
     def column_span(
-        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out, s, B, N, K, R,
+        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out, s, B, N, K, R,
         RH, NBT,
     ):
         b0: T.let = s * S
@@ -237,24 +230,22 @@ def dual_dense_template(
                 hit[0] = T.max(hit[0], T.Cast("int32", sens[b, c0 + v]))
             idx[c0 + cnt[0]] = c0 + v
             cnt[0] = cnt[0] + T.if_then_else(c0 + v < N, hit[0], 0)
-        # the span's exact rows as one stream, G at a time (prefetch runs across its blocks), then the last cnt % G
+        # the span's exact rows as one stream, G at a time (prefetch runs across its blocks), then the last cnt % G;
+        # group j is selected rows j * G + g ("adjacent") or g * ngroups + j ("far")
         ngroups: T.let = cnt[0] // G
-        if far:
-            for j in range(ngroups):
-                for g in T.unroll(G):
-                    order[c0 + j * G + g] = idx[c0 + g * ngroups + j]
-        grp = order if far else idx
+        step: T.let = ngroups if far else 1
         acc3 = T.alloc_buffer((G * L,), "float32")
         for j in range(ngroups):
+            first: T.let = c0 + (j if far else j * G)
             for b in range(B):
-                exact_dot(acc3, W, grp, c0 + j * G, c0 + T.min(j * G + G, (ngroups - 1) * G), x, b, K)
+                exact_dot(acc3, W, idx, first, step, c0 + T.min(j + 1, ngroups - 1) * (1 if far else G), x, b, K)
                 for g in T.unroll(G):
-                    if sens[b, grp[c0 + j * G + g]] != T.int8(0):
-                        yl[b, grp[c0 + j * G + g]] = acc3[g * L] + bias[grp[c0 + j * G + g]]
+                    if sens[b, idx[first + g * step]] != T.int8(0):
+                        yl[b, idx[first + g * step]] = acc3[g * L] + bias[idx[first + g * step]]
         acc4 = T.alloc_buffer((L,), "float32")
         for jt in range(cnt[0] - ngroups * G):
             for b in range(B):
-                exact_dot1(acc4, W, idx, c0 + ngroups * G + jt, c0 + ngroups * G + jt, x, b, K)
+                exact_dot1(acc4, W, idx, c0 + ngroups * G + jt, 1, c0 + ngroups * G + jt, x, b, K)
                 if sens[b, idx[c0 + ngroups * G + jt]] != T.int8(0):
                     yl[b, idx[c0 + ngroups * G + jt]] = acc4[0] + bias[idx[c0 + ngroups * G + jt]]
         for i in range(nblk):
@@ -267,7 +258,6 @@ def dual_dense_template(
         yl = T.alloc_buffer((B, NBT * NB), "float32")
         sens = T.alloc_buffer((B, NBT * NB), "int8")
         idx = T.alloc_buffer((NBT * NB,), "int32")
-        order = T.alloc_buffer((NBT * NB,) if far else (1,), "int32")  # idx in group order ("far")
         span_count = T.alloc_buffer((NBT,), "int32")  # one per span; spans <= blocks
         xq = T.alloc_buffer((B, KP), "int16")  # "i16" mode state (unused in "f32" mode)
         zq = T.alloc_buffer((B, 2 * RH) if i16 else (1, 1), "int16")
@@ -287,21 +277,21 @@ def dual_dense_template(
             acc1 = T.alloc_buffer((L,), "float32")
             for rt in range(R % G):
                 for b in range(B):
-                    proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, x, b, K)
+                    proj_dot1(acc1, P, 0, R // G * G + rt, 1, R // G * G + rt, x, b, K)
                     z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
         # 2. spans of column blocks
         NST: T.let = (NBT + S - 1) // S
         if tasks == 0:
             for sp in T.parallel(NST):
                 column_span(
-                    x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out, sp,
+                    x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out, sp,
                     B, N, K, R, RH, NBT,
                 )
         else:
             for task in T.parallel(tasks):
                 for i in range((NST + tasks - 1 - task) // tasks):
                     column_span(
-                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, order, span_count, little_out,
+                        x, W, bias, WLB, WLs, bL, lo, hi, y, z, zq, zs, bad, yl, sens, idx, span_count, little_out,
                         task + i * tasks, B, N, K, R, RH, NBT,
                     )
         count[0] = 0

@@ -118,6 +118,7 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     NJ = joint_gates(cell)
     gru = cell == "gru"
     i16 = config.little_compute == "i16"
+    far = config.row_order == "far"
     CH = 1
     if i16:
         # a block's NL * NB little columns are accumulated CH at a time: with more than 64 int32
@@ -134,16 +135,19 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     @T.macro
     def gather_rows(acc, accs, Wm, idx, slot, base, cnt, X, K, yl, sens, bias, B):
         # exact rows idx[base:base+cnt] of Wm over X, into yl at slot[], for the samples that need them
+        # group j: selected rows j * G + g ("adjacent") or g * ngroups + j ("far"), as in dual_dense
         ngroups: T.let = cnt // G
+        step: T.let = ngroups if far else 1
         for j in range(ngroups):
+            first: T.let = base + (j if far else j * G)
             for b in range(B):
-                exact_dot(acc, Wm, idx, base + j * G, base + T.min(j * G + G, (ngroups - 1) * G), X, b, K)
+                exact_dot(acc, Wm, idx, first, step, base + T.min(j + 1, ngroups - 1) * (1 if far else G), X, b, K)
                 for g in T.unroll(G):
-                    if sens[b, slot[base + j * G + g]] != T.int8(0):
-                        yl[b, slot[base + j * G + g]] = acc[g * L] + bias[slot[base + j * G + g]]
+                    if sens[b, slot[first + g * step]] != T.int8(0):
+                        yl[b, slot[first + g * step]] = acc[g * L] + bias[slot[first + g * step]]
         for jt in range(cnt - ngroups * G):
             for b in range(B):
-                exact_dot1(accs, Wm, idx, base + ngroups * G + jt, base + ngroups * G + jt, X, b, K)
+                exact_dot1(accs, Wm, idx, base + ngroups * G + jt, 1, base + ngroups * G + jt, X, b, K)
                 if sens[b, slot[base + ngroups * G + jt]] != T.int8(0):
                     yl[b, slot[base + ngroups * G + jt]] = accs[0] + bias[slot[base + ngroups * G + jt]]
 
@@ -151,16 +155,18 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     def gather_split_rows(acc, acc2, accs, accs2, Wm, idx, slot, base, cnt, X, KA, K, yl, sens, bias, B, HP):
         # the GRU's n rows [W_in | W_hn]: x_n (k < KA) into yl at slot[], h_n into slot[] + HP
         ngroups: T.let = cnt // G
+        step: T.let = ngroups if far else 1
         for j in range(ngroups):
+            first: T.let = base + (j if far else j * G)
             for b in range(B):
-                split_dot(acc, acc2, Wm, idx, base + j * G, X, b, KA, K)
+                split_dot(acc, acc2, Wm, idx, first, step, X, b, KA, K)
                 for g in T.unroll(G):
-                    if sens[b, slot[base + j * G + g]] != T.int8(0):
-                        yl[b, slot[base + j * G + g]] = acc[g * L] + bias[slot[base + j * G + g]]
-                        yl[b, slot[base + j * G + g] + HP] = acc2[g * L] + bias[slot[base + j * G + g] + HP]
+                    if sens[b, slot[first + g * step]] != T.int8(0):
+                        yl[b, slot[first + g * step]] = acc[g * L] + bias[slot[first + g * step]]
+                        yl[b, slot[first + g * step] + HP] = acc2[g * L] + bias[slot[first + g * step] + HP]
         for jt in range(cnt - ngroups * G):
             for b in range(B):
-                split_dot1(accs, accs2, Wm, idx, base + ngroups * G + jt, X, b, KA, K)
+                split_dot1(accs, accs2, Wm, idx, base + ngroups * G + jt, 1, X, b, KA, K)
                 if sens[b, slot[base + ngroups * G + jt]] != T.int8(0):
                     yl[b, slot[base + ngroups * G + jt]] = accs[0] + bias[slot[base + ngroups * G + jt]]
                     yl[b, slot[base + ngroups * G + jt] + HP] = accs2[0] + bias[slot[base + ngroups * G + jt] + HP]
@@ -347,20 +353,20 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
                 for rg in T.parallel(R // G):
                     acc = T.alloc_buffer((G * L,), "float32")
                     for b in range(B):
-                        proj_dot(acc, P, 0, rg * G, rg * G, xin, b, KJ)
+                        proj_dot(acc, P, 0, rg * G, 1, rg * G, xin, b, KJ)
                         for g in T.unroll(G):
                             z[b, rg * G + g] = acc[g * L] * Ps[rg * G + g]
             else:
                 for rg in range(R // G):
                     acc_s = T.alloc_buffer((G * L,), "float32")
                     for b in range(B):
-                        proj_dot(acc_s, P, 0, rg * G, rg * G, xin, b, KJ)
+                        proj_dot(acc_s, P, 0, rg * G, 1, rg * G, xin, b, KJ)
                         for g in T.unroll(G):
                             z[b, rg * G + g] = acc_s[g * L] * Ps[rg * G + g]
             acc1 = T.alloc_buffer((L,), "float32")
             for rt in range(R % G):
                 for b in range(B):
-                    proj_dot1(acc1, P, 0, R // G * G + rt, R // G * G + rt, xin, b, KJ)
+                    proj_dot1(acc1, P, 0, R // G * G + rt, 1, R // G * G + rt, xin, b, KJ)
                     z[b, R // G * G + rt] = acc1[0] * Ps[R // G * G + rt]
         NST: T.let = (NBT + S - 1) // S
         if tasks == 0:
@@ -475,8 +481,6 @@ def make_dual_gates(
     """
     if config.little_block > 32:
         raise ValueError("the gate kernel keeps little_groups x little_block accumulators; use little_block <= 32")
-    if config.row_order != "adjacent":
-        raise ValueError(f"the gate kernel reads adjacent selected rows only; got row_order={config.row_order!r}")
     B, H, I, R = shape.batch, shape.hidden, shape.input_size, shape.rank
     NB = config.little_block
     NL, NG = little_groups(shape.cell, shape.fused), shape.gates

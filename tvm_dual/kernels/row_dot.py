@@ -17,6 +17,10 @@ from tvm.script import tirx as T
 MAX_ACCUMULATOR_FLOATS = 255  # G*L floats must stay under TVM's kMaxStackAlloca (1024 bytes)
 MAX_LANES = 128
 CACHE_LINE_FLOATS = 16  # float32 per 64-byte cache line
+# The rows a group of G reads together: G neighbours ("adjacent"), or, of n rows, one from each G-th
+# ("far": group j is rows j + g * (n // G)), so that the n rows are read as G long streams rather
+# than n / G bursts of G short ones
+ROW_ORDERS = ("adjacent", "far")
 
 
 def row_stride(k: int, aligned: bool = True) -> int:
@@ -91,14 +95,15 @@ def make_lane_sum(group: int, lanes: int):
 
 
 def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
-    """Return a T.macro `dot(acc, A, idx, base, next_base, X, xb, K)`.
+    """Return a T.macro `dot(acc, A, idx, base, step, next_base, X, xb, K)`.
 
     After it runs, acc[g * L] holds sum_k float(A[row_g, k]) * X[xb, k] for g in 0..G-1 and k < K
-    (A's rows may be longer than K: row_stride), where row_g = idx[base + g] if `gathered` else
-    base + g (then `idx` is unused; pass 0). With `prefetch`, the rows of the group that starts at
-    `next_base` are prefetched one cache line per chunk (the hardware streamer does the rest);
-    `next_base` must be a valid group start. K may be symbolic: the template is specialized to
-    shapes later.
+    (A's rows may be longer than K: row_stride), where row_g = idx[base + g * step] if `gathered`
+    else base + g * step (then `idx` is unused; pass 0). step 1 reads G neighbouring rows at a
+    time; a step of n // G reads n rows as G long streams, the access pattern of the bandwidth
+    probe (ROW_ORDERS). With `prefetch`, the rows of the group that starts at `next_base` are
+    prefetched one cache line per chunk (the hardware streamer does the rest); `next_base` must be
+    a valid group start. K may be symbolic: the template is specialized to shapes later.
     """
     check_group(group, lanes)
     G, L = group, lanes
@@ -108,7 +113,7 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
         return idx[i] if gathered else i
 
     @T.macro
-    def dot(acc, A, idx, base, next_base, X, xb, K):
+    def dot(acc, A, idx, base, step, next_base, X, xb, K):
         for g in T.unroll(G):
             for v in T.vectorized(L):
                 acc[g * L + v] = T.float32(0)
@@ -119,7 +124,7 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
                         T.call_llvm_intrin(
                             "void",
                             "llvm.prefetch.p0",
-                            T.address_of(A[row(idx, next_base + g), kc * L]),
+                            T.address_of(A[row(idx, next_base + g * step), kc * L]),
                             T.int32(0),
                             T.int32(3),
                             T.int32(1),
@@ -129,19 +134,19 @@ def make_row_group_dot(group: int, lanes: int, gathered: bool, prefetch: bool):
                 for v in T.vectorized(L):
                     acc[g * L + v] = (
                         acc[g * L + v]
-                        + T.Cast("float32", A[row(idx, base + g), kc * L + v]) * X[xb, kc * L + v]
+                        + T.Cast("float32", A[row(idx, base + g * step), kc * L + v]) * X[xb, kc * L + v]
                     )
         lane_sum(acc)
         for g in T.unroll(G):
             for kt in range(K % L):
-                acc[g * L] = acc[g * L] + T.Cast("float32", A[row(idx, base + g), K // L * L + kt]) * X[xb, K // L * L + kt]
+                acc[g * L] = acc[g * L] + T.Cast("float32", A[row(idx, base + g * step), K // L * L + kt]) * X[xb, K // L * L + kt]
 
     return dot
 
 
 def make_row_group_split_dot(group: int, lanes: int):
-    """Return a T.macro `dot(acc, acc2, A, idx, base, X, xb, KA, K)` over the gathered rows
-    row_g = idx[base + g]: acc[g * L] = sum_{k < KA} A[row_g, k] X[xb, k] and
+    """Return a T.macro `dot(acc, acc2, A, idx, base, step, X, xb, KA, K)` over the gathered rows
+    row_g = idx[base + g * step]: acc[g * L] = sum_{k < KA} A[row_g, k] X[xb, k] and
     acc2[g * L] = sum_{KA <= k < K} A[row_g, k] X[xb, k].
 
     Two dot products of one row in one pass, for a row that holds two operands side by side (the
@@ -155,10 +160,10 @@ def make_row_group_split_dot(group: int, lanes: int):
     first_half = make_row_group_dot(G, L, gathered=True, prefetch=False)
 
     @T.macro
-    def dot(acc, acc2, A, idx, base, X, xb, KA, K):
+    def dot(acc, acc2, A, idx, base, step, X, xb, KA, K):
         # one half after the other, each reduced before the next starts: G rows of accumulators
         # live at a time; the first half is make_row_group_dot's dot over k < KA
-        first_half(acc, A, idx, base, base, X, xb, KA)
+        first_half(acc, A, idx, base, step, base, X, xb, KA)
         c1: T.let = (KA + L - 1) // L  # first whole chunk of the second half
         for g in T.unroll(G):
             for v in T.vectorized(L):
@@ -166,13 +171,13 @@ def make_row_group_split_dot(group: int, lanes: int):
         for kc in range(T.max(K // L - c1, 0)):
             for g in T.unroll(G):
                 for v in T.vectorized(L):
-                    acc2[g * L + v] = acc2[g * L + v] + A[idx[base + g], (c1 + kc) * L + v] * X[xb, (c1 + kc) * L + v]
+                    acc2[g * L + v] = acc2[g * L + v] + A[idx[base + g * step], (c1 + kc) * L + v] * X[xb, (c1 + kc) * L + v]
         lane_sum(acc2)
         for g in T.unroll(G):
             for kt in range(T.min(c1 * L, K) - KA):  # [KA, c1 * L)
-                acc2[g * L] = acc2[g * L] + A[idx[base + g], KA + kt] * X[xb, KA + kt]
+                acc2[g * L] = acc2[g * L] + A[idx[base + g * step], KA + kt] * X[xb, KA + kt]
             for kt in range(T.max(T.min(K - K // L * L, K - c1 * L), 0)):  # [max(K // L, c1) * L, K)
-                acc2[g * L] = acc2[g * L] + A[idx[base + g], K - kt - 1] * X[xb, K - kt - 1]
+                acc2[g * L] = acc2[g * L] + A[idx[base + g * step], K - kt - 1] * X[xb, K - kt - 1]
 
     return dot
 

@@ -28,7 +28,7 @@ from ..reference_gates import GateWeights, gates_reference
 from .space import KNOB_VALUES, ShapeFeatures, config_space
 
 # The gate kernel keeps little_groups x little_block accumulators (little_block <= 32).
-GATE_KNOB_VALUES = {**KNOB_VALUES, "little_block": (16, 32), "row_order": ("adjacent",)}
+GATE_KNOB_VALUES = {**KNOB_VALUES, "little_block": (16, 32)}
 
 
 @dataclass(frozen=True)
