@@ -105,6 +105,29 @@ def test_ratios_out_of_range_are_rejected(mlp, ratio):
         tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio=ratio)
 
 
+def test_a_single_calibration_tensor_is_one_batch(mlp):
+    rows = torch.cat(_data(16, 64))
+    one = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=rows, insensitive_ratio=0.5)
+    batches = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=[rows], insensitive_ratio=0.5)
+    x = torch.randn(1, 64)
+    np.testing.assert_array_equal(one(x).numpy(), batches(x).numpy())
+
+
+@pytest.mark.parametrize(
+    "calibration,message",
+    [
+        (torch.randn(4, 8, 64), r"calibration is one array of shape \(4, 8, 64\); pass an iterable of input batches"),
+        ([torch.randn(8, 64), torch.randn(64)], r"calibration batch 1 has inputs of shapes \[\(64,\)\]; expected 1 input"),
+        ([(torch.randn(8, 64), torch.randn(8, 64))], r"calibration batch 0 has inputs of shapes \[\(8, 64\), \(8, 64\)\]"),
+        (["rows"], r"calibration batch 0 must be a tensor or a non-empty tuple of tensors, got str"),
+        ([(torch.randn(8, 64), "h")], r"calibration batch 0: input 1 must be a torch.Tensor or numpy array, got str"),
+    ],
+)
+def test_calibration_of_the_wrong_form_is_rejected_naming_it(mlp, calibration, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calibration, insensitive_ratio=0.5)
+
+
 def test_unknown_layer_name_is_rejected(mlp):
     with pytest.raises(ValueError, match=r"no dual-capable layer named 'fc9'; candidates are \['0', '2'\]"):
         tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio={"fc9": 0.5})

@@ -16,7 +16,7 @@ from tvm.relax.dpl import rewrite_call
 from .calibrate import capture_layer_inputs
 from .conv_plan import CONV_LITTLE, ConvPlan, conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
 from .conv_sites import ConvSite, find_conv_sites
-from .frontend import ImportedModel, import_model, normalize_inputs
+from .frontend import ImportedModel, import_model, input_batches, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
 from .tuning.dense_metaschedule import database_dir, has_database
 from .tuning.schedules import lookup
@@ -250,8 +250,8 @@ def plan_dual(
         warnings.warn(
             f"{len(unsupported)} layer(s) stay dense (exact): {'; '.join(unsupported)}", DualCompileWarning, stacklevel=3
         )
-    calibration_batches = list(calibration) if calibration is not None else [inputs]
-    validation_batches = list(validation) if validation is not None else None
+    calibration_batches = input_batches(calibration, "calibration", inputs) if calibration is not None else [inputs]
+    validation_batches = input_batches(validation, "validation", inputs) if validation is not None else None
     plan = _plan_layers(
         model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules, validation_batches,
         refine=quality_budget is None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,22 +46,46 @@ class ImportedModel:
     layer_names: dict[str, str]  # weight digest -> module path ("encoder.fc1")
 
 
-def normalize_inputs(example_inputs) -> tuple[torch.Tensor, ...]:
+def normalize_inputs(example_inputs, what: str = "example_inputs") -> tuple[torch.Tensor, ...]:
     """A tensor, an array, or a tuple/list of them -> a tuple of torch tensors."""
     if isinstance(example_inputs, (torch.Tensor, np.ndarray)):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise TypeError(
-            f"example_inputs must be a tensor or a non-empty tuple of tensors, got {type(example_inputs).__name__}"
-        )
+        raise TypeError(f"{what} must be a tensor or a non-empty tuple of tensors, got {type(example_inputs).__name__}")
     tensors = []
     for i, value in enumerate(example_inputs):
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"example input {i} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+            raise TypeError(f"{what}: input {i} must be a torch.Tensor or numpy array, got {type(value).__name__}")
         tensors.append(value.detach())
     return tuple(tensors)
+
+
+def input_batches(data: Iterable, what: str, example: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]]:
+    """Calibration or validation data -> a list of input tuples shaped like `example` (any batch).
+
+    A single tensor of a one-input model is taken as one batch of rows. Anything else must be an
+    iterable of batches, each a tensor or a tuple of tensors with as many inputs, of the same ranks,
+    as the example: iterating a tensor by mistake would feed the model single rows, which it
+    imports at another rank, and calibration would fail far away from the cause."""
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if len(example) == 1 and data.ndim == example[0].dim():
+            return [normalize_inputs(data)]
+        raise ValueError(
+            f"{what} is one array of shape {tuple(data.shape)}; pass an iterable of input batches, each a tensor or a "
+            f"tuple of tensors like example_inputs (shapes {[tuple(t.shape) for t in example]}, any batch size)"
+        )
+    batches = []
+    for i, batch in enumerate(data):
+        batch = normalize_inputs(batch, f"{what} batch {i}")
+        if len(batch) != len(example) or any(t.dim() != e.dim() for t, e in zip(batch, example)):
+            raise ValueError(
+                f"{what} batch {i} has inputs of shapes {[tuple(t.shape) for t in batch]}; expected "
+                f"{len(example)} input(s) of the example inputs' ranks {[tuple(t.shape) for t in example]} (any batch size)"
+            )
+        batches.append(batch)
+    return batches
 
 
 def _layer_names(model: torch.nn.Module) -> dict[str, str]:
