@@ -334,8 +334,9 @@ def compile_dual(
     the gates of its LSTM/GRU layers.
 
     example_inputs fix the input shapes (batch 1 to 8 for dual layers). calibration is an iterable
-    of input tuples (or tensors) run through the exact model to fit little modules and thresholds;
-    it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
+    of input batches (tensors, or tuples shaped like example_inputs, any batch size; for a one-input
+    model a single tensor of rows is one batch) run through the exact model to fit little modules
+    and thresholds; it defaults to example_inputs alone, which is enough only for tests. insensitive_ratio is the
     fraction of outputs taken from the little module, for all layers or per layer name; 0 compiles
     a layer exactly, with no little-module overhead. little: a tvm_dual.LittleConfig for every dual
     layer (default: LittleConfig() for linear and recurrent layers, conv_plan.CONV_LITTLE for
