@@ -54,7 +54,7 @@ from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
 from .little_module import LITTLE_COMPUTE, little_value, make_i16_stages, padded_k
-from .row_dot import ROW_ORDERS, check_group, make_row_group_dot, row_stride, specialize
+from .row_dot import ROW_ORDERS, check_group, group_start, group_step, make_row_group_dot, row_stride, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
@@ -233,12 +233,12 @@ def dual_dense_template(
         # the span's exact rows as one stream, G at a time (prefetch runs across its blocks), then the last cnt % G;
         # group j is selected rows j * G + g ("adjacent") or g * ngroups + j ("far")
         ngroups: T.let = cnt[0] // G
-        step: T.let = ngroups if far else 1
+        step: T.let = group_step(ngroups, far)
         acc3 = T.alloc_buffer((G * L,), "float32")
         for j in range(ngroups):
-            first: T.let = c0 + (j if far else j * G)
+            first: T.let = c0 + group_start(j, G, far)
             for b in range(B):
-                exact_dot(acc3, W, idx, first, step, c0 + T.min(j + 1, ngroups - 1) * (1 if far else G), x, b, K)
+                exact_dot(acc3, W, idx, first, step, c0 + group_start(T.min(j + 1, ngroups - 1), G, far), x, b, K)
                 for g in T.unroll(G):
                     if sens[b, idx[first + g * step]] != T.int8(0):
                         yl[b, idx[first + g * step]] = acc3[g * L] + bias[idx[first + g * step]]

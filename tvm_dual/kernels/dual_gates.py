@@ -47,7 +47,7 @@ from tvm.script import tirx as T
 from .activations import fast_sigmoid
 from .dual_dense import MAX_KERNEL_BATCH, DualKernelConfig, ceil_div, sensitive
 from .little_module import little_value, make_i16_stages, padded_k
-from .row_dot import make_row_group_dot, make_row_group_split_dot, pad_rows, row_stride, specialize
+from .row_dot import group_start, group_step, make_row_group_dot, make_row_group_split_dot, pad_rows, row_stride, specialize
 
 CELLS = {"lstm": 4, "gru": 3}  # gates per cell
 GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -137,11 +137,11 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
         # exact rows idx[base:base+cnt] of Wm over X, into yl at slot[], for the samples that need them
         # group j: selected rows j * G + g ("adjacent") or g * ngroups + j ("far"), as in dual_dense
         ngroups: T.let = cnt // G
-        step: T.let = ngroups if far else 1
+        step: T.let = group_step(ngroups, far)
         for j in range(ngroups):
-            first: T.let = base + (j if far else j * G)
+            first: T.let = base + group_start(j, G, far)
             for b in range(B):
-                exact_dot(acc, Wm, idx, first, step, base + T.min(j + 1, ngroups - 1) * (1 if far else G), X, b, K)
+                exact_dot(acc, Wm, idx, first, step, base + group_start(T.min(j + 1, ngroups - 1), G, far), X, b, K)
                 for g in T.unroll(G):
                     if sens[b, slot[first + g * step]] != T.int8(0):
                         yl[b, slot[first + g * step]] = acc[g * L] + bias[slot[first + g * step]]
@@ -155,9 +155,9 @@ def dual_gates_template(cell: str, fused: bool, config: DualKernelConfig, debug:
     def gather_split_rows(acc, acc2, accs, accs2, Wm, idx, slot, base, cnt, X, KA, K, yl, sens, bias, B, HP):
         # the GRU's n rows [W_in | W_hn]: x_n (k < KA) into yl at slot[], h_n into slot[] + HP
         ngroups: T.let = cnt // G
-        step: T.let = ngroups if far else 1
+        step: T.let = group_step(ngroups, far)
         for j in range(ngroups):
-            first: T.let = base + (j if far else j * G)
+            first: T.let = base + group_start(j, G, far)
             for b in range(B):
                 split_dot(acc, acc2, Wm, idx, first, step, X, b, KA, K)
                 for g in T.unroll(G):

@@ -14,7 +14,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .row_dot import ROW_ORDERS, check_group, make_row_group_dot, register_lanes, row_stride, specialize
+from .row_dot import ROW_ORDERS, check_group, group_start, group_step, make_row_group_dot, register_lanes, row_stride, specialize
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class GemvConfig:
     rows_per_group: int = 8
     lanes: int = 8
     prefetch: bool = False
-    row_order: str = "adjacent"  # rows of a group: G neighbours, or "far", one row from each G-th of W (ROW_ORDERS)
+    row_order: str = "far"  # rows of a group: one from each G-th of W, or "adjacent": G neighbours (ROW_ORDERS)
 
     def __post_init__(self) -> None:
         check_group(self.rows_per_group, self.lanes)
@@ -46,7 +46,7 @@ def default_gemv_config(vector_bits: int) -> GemvConfig:
     0.76 / 0.72 hot at 1 / 2 threads (cold, one thread: 1,111 -> 908 us); a hand-written C GEMV
     read 17.4 GB/s as groups of six neighbouring rows and 21.6 GB/s as six streams, the bandwidth
     probe's rate."""
-    return GemvConfig(lanes=register_lanes(vector_bits), row_order="far")
+    return GemvConfig(lanes=register_lanes(vector_bits))
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ def gemv_template(act: str, has_bias: bool, config: GemvConfig) -> tirx.PrimFunc
     def body(x, W, bias, y, B, N, K):
         # group j: rows j * G + g ("adjacent"), or j + g * (N // G) ("far"), so that each thread's
         # contiguous range of groups reads G long streams
-        step: T.let = N // G if far else 1
+        step: T.let = group_step(N // G, far)
         for j in T.parallel(N // G):
             acc = T.alloc_buffer((G * L,), "float32")
-            first: T.let = j if far else j * G
+            first: T.let = group_start(j, G, far)
             for b in range(B):
-                group_dot(acc, W, 0, first, step, T.min(j + 1, T.max(N // G - 1, 0)) * (1 if far else G), x, b, K)
+                group_dot(acc, W, 0, first, step, group_start(T.min(j + 1, T.max(N // G - 1, 0)), G, far), x, b, K)
                 for g in T.unroll(G):
                     y[b, first + g * step] = out(acc[g * L], bias, first + g * step)
         for t in range(N % G):

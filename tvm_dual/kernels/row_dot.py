@@ -23,6 +23,16 @@ CACHE_LINE_FLOATS = 16  # float32 per 64-byte cache line
 ROW_ORDERS = ("adjacent", "far")
 
 
+def group_start(j, group: int, far: bool):
+    """Position of group j's first row among the rows it is taken from (ROW_ORDERS)."""
+    return j if far else j * group
+
+
+def group_step(ngroups, far: bool):
+    """Positions from one row of a group to the next, with ngroups whole groups (ROW_ORDERS)."""
+    return ngroups if far else 1
+
+
 def row_stride(k: int, aligned: bool = True) -> int:
     """Floats from one weight row to the next in the kernels' weight operands: k rounded up to
     whole cache lines, so that every row starts on a line (TVM allocates tensors 64-byte aligned)
