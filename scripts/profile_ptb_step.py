@@ -1,11 +1,10 @@
 """Where the time of one token step of a trained PTB recurrent layer goes: compile the layer step at
-each ratio and print the median time of every compiled kernel inside the Relax VM
-(DualModule.profile), next to the whole call through DualModule on rotating validation inputs.
+each ratio and print the median time of every compiled kernel (DualModule.profile), next to the
+whole call through DualModule, both on the same rotating validation inputs.
 
     TVM_NUM_THREADS=1 .venv/bin/python scripts/profile_ptb_step.py --model lstm-750 --ratios 0 0.5 0.9 [--cold]
 
-Kernel times include an instrument callback around each call (about a microsecond); compare them
-with each other. --cold reads 128 MiB before every call (whole steps and kernels alike), as the
+--cold reads 128 MiB before every call (whole steps and kernels alike), as the
 benchmark suite's cold tables do. Needs the trained checkpoint (scripts/train_ptb.py).
 """
 
@@ -50,7 +49,7 @@ def main() -> None:
         print(f"\n{args.model} ratio {ratio}, {'cold' if flush else 'hot'}: {1e6 * per_call:.1f} us per step through "
               f"DualModule (median, rotating inputs; {module.executor})")
         print(module.stats())
-        kernels = module.profile(*inputs[1], repeat=args.calls if flush else 200, flush=flush)
+        kernels = module.profile(rotate=inputs, repeat=args.calls if flush else 256, flush=flush)
         for symbol, seconds in sorted(kernels.items(), key=lambda kv: -kv[1]):
             print(f"  {1e6 * seconds:9.1f} us  {symbol}")
 

@@ -50,13 +50,14 @@ def main() -> None:
               f"bytes saved per call {c['bytes_saved'] / 1e6:.2f} MB")
     dense = tvm_dual.compile_dual(work.model, work.example_inputs, insensitive_ratio=0.0)
     test = corpus.test[: args.test_tokens + 1]
-    token, *state = work.example_inputs
+    # kernel times over 64 steps spread over the test tokens: a step's time depends on the rows it selects
+    timing_steps = ptb.spread_step_inputs(lm, test, 64, layer=False)
     dense_w = 4 * sum(p.numel() for n, p in lm.rnn.named_parameters() if n.startswith("weight_"))
     for name, module in (("dense", dense), ("budget", chosen)):
         ppl = ptb.stepwise_perplexity(module, lm.config, test)
         stats = module.stats()
         read = f"{stats[0].dual_bytes / 1e6:.2f} MB of {stats[0].dense_bytes / 1e6:.2f} MB" if len(stats) else f"{dense_w / 1e6:.2f} MB (dense)"
-        profile = module.profile(token.numpy(), *(s.numpy() for s in state), repeat=2000)
+        profile = module.profile(rotate=timing_steps, repeat=2048)
         layer_us = {k: round(1e6 * v, 1) for k, v in kernel_times(profile, [s.name for s in stats]).items()}
         print(f"{name}: test perplexity ({args.test_tokens} tokens) {ppl:.2f}; W_ih + W_hh read per step {read}; "
               f"all kernels {1e6 * sum(profile.values()):.0f} us per step; dual layer {layer_us}")

@@ -1,6 +1,7 @@
 """DualModule's kernel plan (tvm_dual/kernel_plan.py): what the Relax VM computes, counted the same."""
 
 import numpy as np
+import pytest
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
@@ -157,3 +158,35 @@ def test_profile_times_every_kernel_after_the_flush_it_is_given():
     assert any(symbol.startswith("tvm_dual_") for symbol in kernels), kernels  # the dual kernel
     assert len(kernels) >= 2 and all(seconds > 0 for seconds in kernels.values())
     assert [s.calls for s in module.stats()] == [0]  # profiling does not count
+
+
+@torch.no_grad()
+def test_profile_rotates_over_the_input_tuples_it_is_given(monkeypatch):
+    """Each timed run computes on the next tuple of `rotate`, in order (a dual kernel's time depends on
+    the rows its input selects, so one input is not the average); bad tuples fail before any run."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(24, 40), nn.Tanh()).eval()
+    module = tvm_dual.compile_dual(model, (torch.randn(1, 24),), calibration=[torch.randn(64, 24)], insensitive_ratio=0.5)
+    tuples = [(torch.randn(1, 24),) for _ in range(3)]
+    loaded = []
+    original_load = runtime._InputStage.load
+
+    def spy(stage, value):
+        loaded.append(value)
+        original_load(stage, value)
+
+    monkeypatch.setattr(runtime._InputStage, "load", spy)
+    flushes = []
+    kernels = module.profile(rotate=tuples, repeat=6, warmup_s=0.0, flush=lambda: flushes.append(len(loaded)))
+    assert any(symbol.startswith("tvm_dual_") for symbol in kernels), kernels
+    timed = loaded[-6:]
+    assert [next(i for i, t in enumerate(tuples) if t[0] is v) for v in timed] == [0, 1, 2, 0, 1, 2]
+    assert flushes == list(range(len(loaded) - 5, len(loaded) + 1))  # each flush after its run's input is loaded
+    with pytest.raises(ValueError, match=r"expected shape \(1, 24\)"):
+        module.profile(rotate=[tuples[0], (torch.randn(2, 24),)], repeat=1, warmup_s=0.0)
+    with pytest.raises(ValueError, match="expected 1 inputs"):
+        module.profile(rotate=[(tuples[0][0], tuples[0][0])], repeat=1)
+    with pytest.raises(TypeError, match="not both or neither"):
+        module.profile(tuples[0][0], rotate=tuples)
+    with pytest.raises(TypeError, match="not both or neither"):
+        module.profile()

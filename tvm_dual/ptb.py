@@ -197,13 +197,13 @@ def stream_inputs(lm: WordLM, ids: np.ndarray, chunk: int = 35, layer: bool = Fa
     return out
 
 
-def spread_step_inputs(lm: WordLM, ids: np.ndarray, count: int) -> list[tuple[np.ndarray, ...]]:
-    """LayerStep inputs (numpy) of `count` tokens spread evenly over the stream `ids` (fed from a
+def spread_step_inputs(lm: WordLM, ids: np.ndarray, count: int, layer: bool = True) -> list[tuple[np.ndarray, ...]]:
+    """LayerStep (or, without `layer`, StepLM) inputs (numpy) of `count` tokens spread evenly over the stream `ids` (fed from a
     zero state), each with the state the exact model reached there: what a step sees mid-stream.
     The first tokens after a zero state are not typical: at target 0.5 the GRU-750's gate rows
     were 0.469 insensitive on the 64 tokens at the start of the validation text, 0.498 on 64
     spread over 2,000 held-out ones, 0.499 over the whole test set (docs/RESULTS.md)."""
-    steps = stream_inputs(lm, ids, chunk=1, layer=True)
+    steps = stream_inputs(lm, ids, chunk=1, layer=layer)
     stride = len(steps) // count
     if stride < 1:
         raise ValueError(f"{len(ids)} tokens cannot give {count} spread steps")

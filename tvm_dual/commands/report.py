@@ -19,7 +19,7 @@ EPILOG = """examples:
   tvm-dual report model.so                                     no data: random inputs (ratios then say little)
 
 Observed ratios and bytes come from running the library on the data (--limit tuples); times are
-medians per call of each compiled kernel inside the VM (DualModule.profile) on the first tuple, and
+medians per call of each compiled kernel (DualModule.profile), the runs taking the tuples in turn, and
 the time share is of all kernels of one call. Layers left dense are listed with the reason.
 """
 
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, _command: str) -> int:
     for inputs in data:
         module(*inputs)
     stats = module.stats()
-    profile = module.profile(*data[0])
+    profile = module.profile(rotate=data)
     total = sum(profile.values())
     times = kernel_times(profile, [s.name for s in stats])
 
