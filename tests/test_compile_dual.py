@@ -66,6 +66,77 @@ def test_unsupported_layer_stays_dense_and_exact():
         tvm_dual.compile_dual(model, (x,), insensitive_ratio={"fc1": 0.5})
 
 
+class _ReusedPreActivation(torch.nn.Module):
+    """fc's output feeds tanh and is also used on its own; the same layer then feeds a plain tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(24, 48)
+
+    def forward(self, x, y):
+        z = self.fc(x)
+        return torch.tanh(z) + 0.5 * z, torch.tanh(self.fc(y))
+
+
+@pytest.mark.parametrize("act", [torch.nn.SiLU(), torch.nn.Tanhshrink(), torch.nn.ELU()])
+def test_activation_that_reuses_the_linear_output_stays_dense_and_exact(act):
+    """SiLU (z * sigmoid(z)), Tanhshrink (z - tanh(z)) and ELU import as a supported activation of z
+    plus another use of z: only the activation could be approximated while z is computed densely
+    anyway, so the layer stays dense, with a warning, and exact at any ratio."""
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), act).eval()
+    x = torch.randn(3, 32)
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"stay dense \(exact\): '0' \(its output before \w+ is also used"):
+        mod = tvm_dual.compile_dual(model, (x,), calibration=[torch.randn(512, 32)], insensitive_ratio=0.5)
+    assert mod.metadata["layers"] == []
+    with torch.no_grad():
+        assert (mod(x) - model(x)).abs().max().item() <= 1e-5
+
+
+def test_a_layer_is_dual_only_if_every_use_of_it_can_be():
+    model = _ReusedPreActivation().eval()
+    x, y = torch.randn(1, 24), torch.randn(1, 24)
+    with pytest.warns(tvm_dual.DualCompileWarning, match="also used"):
+        mod = tvm_dual.compile_dual(model, (x, y), calibration=[(torch.randn(1, 24), torch.randn(1, 24))] * 4,
+                                    insensitive_ratio=0.5)
+    assert mod.metadata["layers"] == []
+    with torch.no_grad():
+        for got, want in zip(mod(x, y), model(x, y)):
+            assert (got - want).abs().max().item() <= 1e-5
+
+
+class _ReusedMatmul(torch.nn.Module):
+    """The matmul before the bias add is used on its own as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(torch.randn(48, 24)), torch.nn.Parameter(torch.randn(48))
+
+    def forward(self, x):
+        z0 = x @ self.w.T
+        return torch.tanh(z0 + self.b) - z0
+
+
+class _ReusedConv(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        z = self.conv(x)
+        return torch.relu(z) + 0.5 * z
+
+
+@pytest.mark.parametrize("model_class, shape", [(_ReusedMatmul, (1, 24)), (_ReusedConv, (1, 4, 10, 10))])
+def test_a_layer_whose_inner_values_are_used_elsewhere_stays_dense(model_class, shape):
+    model = model_class().eval()
+    x = torch.randn(*shape)
+    with pytest.warns(tvm_dual.DualCompileWarning, match="also used elsewhere"):
+        mod = tvm_dual.compile_dual(model, (x,), calibration=[torch.randn(64, *shape[1:])], insensitive_ratio=0.5)
+    assert mod.metadata["layers"] == []
+    with torch.no_grad():
+        assert (mod(x) - model(x)).abs().max().item() <= 1e-5
+
+
 def test_wrong_inputs_are_rejected_with_expected_and_got(mlp):
     mod = tvm_dual.compile_dual(mlp, (torch.randn(2, 64),), insensitive_ratio=0.0)
     with pytest.raises(ValueError, match=r"expected shape \(2, 64\) dtype float32, got shape \(3, 64\) dtype float32"):
@@ -121,11 +192,54 @@ def test_a_single_calibration_tensor_is_one_batch(mlp):
         ([(torch.randn(8, 64), torch.randn(8, 64))], r"calibration batch 0 has inputs of shapes \[\(8, 64\), \(8, 64\)\]"),
         (["rows"], r"calibration batch 0 must be a tensor or a non-empty tuple of tensors, got str"),
         ([(torch.randn(8, 64), "h")], r"calibration batch 0: input 1 must be a torch.Tensor or numpy array, got str"),
+        ([torch.randn(8, 64), torch.randint(0, 5, (8, 64))], r"calibration batch 1 input 0 has dtype int64; the example input has float32"),
     ],
 )
 def test_calibration_of_the_wrong_form_is_rejected_naming_it(mlp, calibration, message):
     with pytest.raises((ValueError, TypeError), match=message):
         tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calibration, insensitive_ratio=0.5)
+
+
+def test_float64_calibration_is_cast_to_the_models_dtype(mlp):
+    rows = torch.cat(_data(16, 64))
+    single = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=[rows], insensitive_ratio=0.5)
+    double = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=[rows.double().numpy()], insensitive_ratio=0.5)
+    x = torch.randn(1, 64)
+    np.testing.assert_array_equal(single(x).numpy(), double(x).numpy())
+
+
+class _TokenModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.fc = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 32)
+
+    def forward(self, tokens):
+        return torch.tanh(self.fc(self.embed(tokens)))
+
+
+@pytest.mark.parametrize("executor", ["1", "0"])  # kernel plan, Relax VM
+def test_token_ids_out_of_range_raise_index_error_as_in_pytorch(executor, monkeypatch, tmp_path):
+    """TVM's take reads out of bounds for ids outside the table (garbage rows, or a segfault); the
+    module checks ids as PyTorch does, exported and loaded too, and calibration ids up front."""
+    monkeypatch.setenv("TVM_DUAL_KERNEL_PLAN", executor)
+    model = _TokenModel().eval()
+    tokens = torch.randint(0, 50, (4,))
+    with pytest.raises(ValueError, match=r"calibration batch 1 input 0 \('tokens'\): index 1000000 is out of range for a table of 50 rows"):
+        tvm_dual.compile_dual(model, (tokens,), calibration=[tokens, torch.tensor([1, 10**6, 2, 3])], insensitive_ratio=0.5)
+    mod = tvm_dual.compile_dual(model, (tokens,), calibration=[torch.randint(0, 50, (64,))], insensitive_ratio=0.0)
+    mod.export_library(tmp_path / "tokens.so")
+    for module in (mod, tvm_dual.load(tmp_path / "tokens.so")):
+        with torch.no_grad():
+            assert (module(tokens) - model(tokens)).abs().max().item() <= 1e-5
+        for bad in (50, -1, 10**6):
+            ids = torch.tensor([0, 1, bad, 2])
+            with pytest.raises(IndexError):
+                model(ids)
+            with pytest.raises(IndexError, match=rf"input 0 \('tokens'\): index {bad} is out of range for a table of 50 rows"):
+                module(ids)
+            with pytest.raises(IndexError, match=f"index {bad} is out of range"):
+                module(ids.numpy())
+        assert np.abs(module(tokens.numpy()) - model(tokens).detach().numpy()).max() <= 1e-5
 
 
 def test_unknown_layer_name_is_rejected(mlp):

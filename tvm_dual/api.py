@@ -250,8 +250,9 @@ def plan_dual(
         warnings.warn(
             f"{len(unsupported)} layer(s) stay dense (exact): {'; '.join(unsupported)}", DualCompileWarning, stacklevel=3
         )
-    calibration_batches = input_batches(calibration, "calibration", inputs) if calibration is not None else [inputs]
-    validation_batches = input_batches(validation, "validation", inputs) if validation is not None else None
+    specs = imported.inputs
+    calibration_batches = input_batches(calibration, "calibration", inputs, specs) if calibration is not None else [inputs]
+    validation_batches = input_batches(validation, "validation", inputs, specs) if validation is not None else None
     plan = _plan_layers(
         model, imported, sites, names, ratios, calibration_batches, little, tvm_target, schedules, validation_batches,
         refine=quality_budget is None,

@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .sites import layer_key, static_shape, weight_digest
+from .sites import layer_key, static_shape, use_counts, used_elsewhere, weight_digest
 
 CONV_OP = "relax.nn.conv2d"
 # A convolution with fewer multiply-adds per output than this (a stem on a 1-channel image) stays
@@ -261,6 +261,7 @@ class ConvSite:
 def find_conv_sites(func: relax.Function) -> list[ConvSite]:
     """All `relu(conv2d ...)` layers of `func`, in binding order (a layer used twice is one site)."""
     var2val = relax.analysis.get_var2val(func)
+    uses = use_counts(func)
     sites: dict[str, ConvSite] = {}
     for value in binding_values(func):
         if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in CONV_ACTIVATIONS):
@@ -269,13 +270,15 @@ def find_conv_sites(func: relax.Function) -> list[ConvSite]:
         if match is None:
             continue
         reason = match.reason
+        if not reason and used_elsewhere(match.inner, uses):
+            reason = f"its output before {match.act} is also used elsewhere, so it is computed densely anyway"
         if not reason and match.geometry.patch < MIN_DUAL_PATCH:
             reason = f"{match.geometry.patch} multiply-adds per output: too few for a little module to save work"
-        sites.setdefault(
-            match.key,
-            ConvSite(
-                key=match.key, act=match.act, geometry=match.geometry, weight=match.weight, bias=match.bias,
-                has_residual=match.residual is not None, dual_ok=not reason, reason=reason,
-            ),
+        site = ConvSite(
+            key=match.key, act=match.act, geometry=match.geometry, weight=match.weight, bias=match.bias,
+            has_residual=match.residual is not None, dual_ok=not reason, reason=reason,
         )
+        seen = sites.get(match.key)
+        if seen is None or (seen.dual_ok and not site.dual_ok):  # dual only if every use can be
+            sites[match.key] = site
     return list(sites.values())

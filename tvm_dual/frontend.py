@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 import tvm
+from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
 
 from .sites import weight_digest
@@ -26,16 +27,20 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    index_bound: int | None = None  # an integer input that selects rows of a table (an embedding): ids < this
 
     def describe(self) -> str:
         return f"{tuple(self.shape)} {self.dtype}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.index_bound is not None:
+            d["index_bound"] = self.index_bound
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> "TensorSpec":
-        return TensorSpec(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
+        return TensorSpec(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"], index_bound=d.get("index_bound"))
 
 
 @dataclass
@@ -62,20 +67,26 @@ def normalize_inputs(example_inputs, what: str = "example_inputs") -> tuple[torc
     return tuple(tensors)
 
 
-def input_batches(data: Iterable, what: str, example: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]]:
+def input_batches(
+    data: Iterable, what: str, example: tuple[torch.Tensor, ...], specs: list[TensorSpec] | None = None
+) -> list[tuple[torch.Tensor, ...]]:
     """Calibration or validation data -> a list of input tuples shaped like `example` (any batch).
 
     A single tensor of a one-input model is taken as one batch of rows. Anything else must be an
     iterable of batches, each a tensor or a tuple of tensors with as many inputs, of the same ranks,
     as the example: iterating a tensor by mistake would feed the model single rows, which it
-    imports at another rank, and calibration would fail far away from the cause."""
+    imports at another rank, and calibration would fail far away from the cause. Floating-point
+    data of another precision (numpy's float64) is cast to the example's dtype; other dtype
+    mismatches, and ids out of range for an input that indexes a table (`specs`' index_bound,
+    which the compiled model would read out of bounds), are errors naming the batch."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
         if len(example) == 1 and data.ndim == example[0].dim():
-            return [normalize_inputs(data)]
-        raise ValueError(
-            f"{what} is one array of shape {tuple(data.shape)}; pass an iterable of input batches, each a tensor or a "
-            f"tuple of tensors like example_inputs (shapes {[tuple(t.shape) for t in example]}, any batch size)"
-        )
+            data = [data]
+        else:
+            raise ValueError(
+                f"{what} is one array of shape {tuple(data.shape)}; pass an iterable of input batches, each a tensor or a "
+                f"tuple of tensors like example_inputs (shapes {[tuple(t.shape) for t in example]}, any batch size)"
+            )
     batches = []
     for i, batch in enumerate(data):
         batch = normalize_inputs(batch, f"{what} batch {i}")
@@ -84,8 +95,23 @@ def input_batches(data: Iterable, what: str, example: tuple[torch.Tensor, ...]) 
                 f"{what} batch {i} has inputs of shapes {[tuple(t.shape) for t in batch]}; expected "
                 f"{len(example)} input(s) of the example inputs' ranks {[tuple(t.shape) for t in example]} (any batch size)"
             )
+        batch = tuple(_like_example(t, e, f"{what} batch {i} input {j}") for j, (t, e) in enumerate(zip(batch, example)))
+        for j, (t, spec) in enumerate(zip(batch, specs or ())):
+            bound = spec.index_bound
+            if bound is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= bound):
+                bad = int(t[(t < 0) | (t >= bound)].flatten()[0])
+                raise ValueError(f"{what} batch {i} input {j} ({spec.name!r}): index {bad} is out of range for a table of {bound} rows")
         batches.append(batch)
     return batches
+
+
+def _like_example(t: torch.Tensor, example: torch.Tensor, what: str) -> torch.Tensor:
+    if t.dtype == example.dtype:
+        return t
+    if t.dtype.is_floating_point and example.dtype.is_floating_point:
+        return t.to(example.dtype)
+    got, expected = (str(d).replace("torch.", "") for d in (t.dtype, example.dtype))
+    raise ValueError(f"{what} has dtype {got}; the example input has {expected}")
 
 
 def _layer_names(model: torch.nn.Module) -> dict[str, str]:
@@ -107,6 +133,44 @@ def eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
+# ops that pass index values through unchanged (the frontend casts token ids to int32 before a take)
+_INDEX_PRESERVING_OPS = frozenset(
+    {"relax.astype", "relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze", "relax.flatten"}
+)
+
+
+def take_index_bounds(func: relax.Function) -> dict[int, int]:
+    """Parameter position -> rows of the smallest table it indexes, for integer parameters used as
+    the indices of a take (an embedding lookup). TVM's take reads out of bounds for other ids (its
+    "fast" mode; a segfault, or rows of whatever lies next to the table), where PyTorch raises
+    IndexError, so the runtime checks these inputs."""
+    origin: dict[relax.Var, int] = {
+        param: i for i, param in enumerate(func.params)
+        if isinstance(param.ty, relax.TensorType) and str(param.ty.dtype).startswith(("int", "uint"))
+    }
+    bounds: dict[int, int] = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or not value.args:
+                continue
+            source = origin.get(value.args[-1] if value.op.name == "relax.take" else value.args[0])
+            if source is None:
+                continue
+            if value.op.name in _INDEX_PRESERVING_OPS:
+                origin[binding.var] = source
+            elif value.op.name == "relax.take":
+                table = value.args[0].ty
+                axis = int(value.attrs.axis) if value.attrs.axis is not None else 0
+                if isinstance(table, relax.TensorType) and table.shape is not None:
+                    try:
+                        rows = int(table.shape.values[axis])
+                    except (TypeError, AttributeError, IndexError):
+                        continue
+                    bounds[source] = min(rows, bounds.get(source, rows))
+    return bounds
+
+
 def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
     """Export `model` at the shapes of `example_inputs` and translate it to Relax."""
     if not isinstance(model, torch.nn.Module):
@@ -126,8 +190,10 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
     mod = SnapshotConstants()(mod)  # the frontend's constants are views of the model's parameters
     mod = prepare_convolutions(mod)  # NHWC, batch norm folded; a no-op without convolutions
     names = [spec.arg.name for spec in exported.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    bounds = take_index_bounds(mod["main"])
     specs = [
-        TensorSpec(name=names[i] if i < len(names) else f"input{i}", shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""))
+        TensorSpec(name=names[i] if i < len(names) else f"input{i}", shape=tuple(t.shape),
+                   dtype=str(t.dtype).replace("torch.", ""), index_bound=bounds.get(i))
         for i, t in enumerate(inputs)
     ]
     return ImportedModel(

@@ -126,6 +126,9 @@ class _InputStage:
         self.staging = _aligned_empty(self.shape, self.np_dtype)
         self.staging[...] = 0  # the kernel plan is recorded on it: garbage token ids would index out of bounds
         self.staging_view = tvm_ffi.from_dlpack(self.staging)
+        self.index_bound = spec.index_bound
+        if self.index_bound is not None:  # negative ids become huge: one comparison checks both ends
+            self._unsigned = np.dtype(f"u{self.np_dtype.itemsize}")
 
     def _mismatch(self, shape, dtype) -> ValueError:
         return ValueError(
@@ -151,6 +154,16 @@ class _InputStage:
             f"input {self.index} ({self.spec.name!r}) must be a torch.Tensor or numpy array, got {type(value).__name__}"
         )
 
+    def check_indices(self, array: np.ndarray) -> None:
+        """For an input that indexes a table (an embedding; frontend.take_index_bounds): IndexError,
+        as PyTorch raises, for ids outside [0, rows), which TVM's take would read out of bounds."""
+        if self.index_bound is not None and (array.view(self._unsigned) >= self.index_bound).any():
+            bad = array[(array < 0) | (array >= self.index_bound)].flat[0]
+            raise IndexError(
+                f"input {self.index} ({self.spec.name!r}): index {bad} is out of range for a table of "
+                f"{self.index_bound} rows"
+            )
+
     def _copy_in(self, value) -> None:
         # item assignment rather than np.copyto, which takes a longer path through numpy (see
         # _call_plan for what these changes measured); the shape was checked, so nothing broadcasts
@@ -159,10 +172,13 @@ class _InputStage:
     def load(self, value) -> None:
         """Check the value and copy it into the staging buffer (the kernel plan's input)."""
         self._copy_in(self._checked(value))
+        self.check_indices(self.staging)
 
     def __call__(self, value):
         """The checked value as a VM argument: a view of it where possible, else the staging buffer."""
         value = self._checked(value)
+        if self.index_bound is not None:
+            self.check_indices(value if isinstance(value, np.ndarray) else value.numpy())
         view = _fast_input(value)
         if view is not None:
             return view
@@ -266,6 +282,7 @@ class DualModule:
         self._layers = {layer["name"]: layer for layer in metadata["layers"]}
         self._counter_layers: list[str] = metadata.get("counter_layers", [])
         self._stages = [_InputStage(spec, i) for i, spec in enumerate(self._inputs)]
+        self._index_inputs = any(spec.index_bound is not None for spec in self._inputs)
         self._build_outputs = _tree_builder(self._out_spec)
         self._output_paths: list[tuple[int, ...]] | None = None  # the VM result's layout, from the first call
         self._counter_slots = np.array([list(self._layers).index(n) for n in self._counter_layers], dtype=np.int64)
@@ -364,6 +381,8 @@ class DualModule:
             # numpy dtypes of native byte order are singletons: `is` is the cold-cache-cheap check
             if type(value) is np.ndarray and value.dtype is stage.np_dtype and value.shape == stage.shape:
                 stage.staging[...] = value
+                if stage.index_bound is not None:
+                    stage.check_indices(stage.staging)
             else:
                 stage.load(value)
         self._plan.run()
@@ -390,6 +409,8 @@ class DualModule:
         Anything else, or a call the VM rejects, goes through the input stages: they copy what
         must be copied and turn a mismatch into a ValueError that names expected and actual.
         """
+        if self._index_inputs:  # checked through their stages
+            return self._main(*[stage(value) for stage, value in zip(self._stages, inputs)])
         try:
             args = [_fast_input(value) for value in inputs]
         except (ValueError, TypeError, RuntimeError, BufferError):

@@ -149,7 +149,37 @@ def match_key(matches, pat: LinearPattern, keys: WeightKeys, act: str) -> str:
     return layer_key(act, keys.lookup(matches[pat.weight])[1], bias_digest)
 
 
-def _site_from_match(matches, pat: LinearPattern, keys: WeightKeys, act: str, dual_act: bool) -> LinearSite | None:
+def use_counts(func: relax.Function) -> dict[relax.Var, int]:
+    """How many bindings (and the function's result) read each variable of `func`."""
+    counts: dict[relax.Var, int] = {}
+    values = [binding.value for block in func.body.blocks for binding in block.bindings] + [func.body.body]
+    for value in values:
+        for var in relax.analysis.free_vars(value):
+            counts[var] = counts.get(var, 0) + 1
+    return counts
+
+
+def used_elsewhere(layer_vars: list, uses: dict[relax.Var, int]) -> bool:
+    """Whether a value inside a layer (its output before the activation, its matmul before the bias
+    add, ...) is also read by something other than the layer's next step: the layer's dense result
+    is then needed anyway, and a dual kernel could only approximate its activation."""
+    return any(uses.get(var, 0) > 1 for var in layer_vars if isinstance(var, relax.Var))
+
+
+def linear_vars(pre_activation: relax.Expr, var2val) -> list:
+    """The variables of a linear layer ahead of its activation: the output, and the matmul's result
+    when a bias add sits between them."""
+    found = [pre_activation]
+    value = var2val.get(pre_activation) if isinstance(pre_activation, relax.Var) else None
+    if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.add":
+        found += [arg for arg in value.args if isinstance(arg, relax.Var)
+                  and getattr(getattr(var2val.get(arg), "op", None), "name", "") == "relax.matmul"]
+    return found
+
+
+def _site_from_match(
+    matches, pat: LinearPattern, keys: WeightKeys, act: str, dual_act: bool, other_uses: bool
+) -> LinearSite | None:
     x_shape = static_shape(matches[pat.x])
     weight, digest = keys.lookup(matches[pat.weight])
     if weight.ndim != 2:
@@ -159,6 +189,10 @@ def _site_from_match(matches, pat: LinearPattern, keys: WeightKeys, act: str, du
     reason = ""
     if not dual_act:
         reason = f"activation {act} has no insensitive region the dual kernel supports"
+    elif other_uses:
+        # e.g. SiLU, z * sigmoid(z): the kernel would only approximate the activation, while the
+        # other use still needs every row of z computed densely
+        reason = f"its output before {act} is also used elsewhere (e.g. SiLU's z * sigmoid(z)), so it is computed densely anyway"
     elif x_shape is None or len(x_shape) < 1:
         reason = "input shape is not static"
     elif weight.dtype != np.float32 or matches[pat.x].ty.dtype != "float32":
@@ -184,15 +218,22 @@ def find_linear_sites(func: relax.Function) -> list[LinearSite]:
     """All linear layers of `func` followed by an activation (dual candidates and unsupported)."""
     pat = linear_pattern()
     keys = WeightKeys()
+    uses = use_counts(func)
+    var2val = relax.analysis.get_var2val(func)
     sites: dict[str, LinearSite] = {}
 
     def record(ops, dual_act):
         def rewriter(expr, matches):
             op_name = expr.op.name
             act = DUAL_ACTIVATIONS.get(op_name, op_name)
-            site = _site_from_match(matches, pat, keys, act, dual_act)
-            if site is not None:
-                sites.setdefault(site.key, site)
+            other_uses = used_elsewhere(linear_vars(expr.args[0], var2val), uses)
+            site = _site_from_match(matches, pat, keys, act, dual_act, other_uses)
+            if site is None:
+                return expr
+            seen = sites.get(site.key)
+            # a layer used twice is one site: dual only if every use can be
+            if seen is None or (seen.dual_ok and not site.dual_ok):
+                sites[site.key] = site
             return expr
 
         rewrite_call(activation_pattern(ops, pat.linear), rewriter, func)
