@@ -66,6 +66,36 @@ def test_fast_activations_match_pytorch_over_the_real_line():
     torch.testing.assert_close(mod(x), Elementwise()(x), atol=1e-6, rtol=0, equal_nan=True)
 
 
+class _Clamps(torch.nn.Module):
+    """Operators TVM legalizes itself (not inside a dual or GEMV kernel) on a model input and after
+    a linear layer: the linear-free ones saw NaN become 0 or a bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 12)
+        self.conv = torch.nn.Conv2d(3, 4, 3, dilation=2)  # dilated: a convolution left dense
+
+    def forward(self, x, image):
+        z = self.fc(x)
+        outputs = (torch.relu(x), torch.nn.functional.relu6(z), torch.nn.functional.hardtanh(z), x.clamp(min=0),
+                   torch.maximum(z, torch.zeros(())), torch.minimum(x, z), torch.relu(self.conv(image)))
+        return outputs
+
+
+def test_clamps_keep_nan_as_pytorch_does():
+    x, image = torch.randn(3, 12), torch.randn(1, 3, 9, 9)
+    x[:, ::4] = float("nan")
+    x[0, 1], x[1, 2] = float("inf"), -float("inf")
+    image[0, 0, ::3, ::2] = float("nan")
+    model = _Clamps().eval()
+    mod = tvm_dual.compile_dual(model, (x, image), insensitive_ratio=0.0)
+    with torch.no_grad():
+        expected = model(x, image)
+    for got, want in zip(mod(x, image), expected):
+        assert want.isnan().any()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, equal_nan=True)
+
+
 def test_split_items_become_slices_unless_the_tuple_is_used_whole():
     import tvm
     from tvm import relax

@@ -26,7 +26,7 @@ _TANH_NUM = (
 _TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 
 
-def _keep_nan(v: tirx.PrimExpr, value: tirx.PrimExpr) -> tirx.PrimExpr:
+def keep_nan(v: tirx.PrimExpr, value: tirx.PrimExpr) -> tirx.PrimExpr:
     # T.max/T.min lower to compare+select, which turns NaN into the other operand, and TVM's
     # simplifier folds `v != v` to false; T.isnan survives both, so NaN propagates like in PyTorch.
     return T.if_then_else(T.isnan(v), v, value)
@@ -42,7 +42,7 @@ def fast_tanh(v: tirx.PrimExpr) -> tirx.PrimExpr:
     q = T.float32(_TANH_DEN[0])
     for c in _TANH_DEN[1:]:
         q = x2 * q + T.float32(c)
-    return _keep_nan(v, x * p / q)
+    return keep_nan(v, x * p / q)
 
 
 def fast_sigmoid(v: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -56,7 +56,7 @@ def apply_activation(v: tirx.PrimExpr, act: str) -> tirx.PrimExpr:
     if act == "sigmoid":
         return fast_sigmoid(v)
     if act == "relu":
-        return _keep_nan(v, T.max(v, T.float32(0)))
+        return keep_nan(v, T.max(v, T.float32(0)))
     if act == "none":
         return v
     raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")

@@ -28,6 +28,13 @@ def _legalize(name: str, fn):
     return legalize
 
 
+def fast_activation_legalizers() -> dict:
+    """LegalizeOps' custom map for this pass (LegalizeOps legalizes every op, so passes that each
+    override some ops are combined into one map: transform/pipeline.py)."""
+    return {op: _legalize(name, fn) for op, (name, fn) in _FAST.items()}
+
+
 def LegalizeFastActivations() -> tvm.transform.Pass:  # noqa: N802 (named like TVM's pass constructors)
-    """Legalize float32 relax.tanh and relax.sigmoid to the vectorizable rational forms."""
-    return relax.transform.LegalizeOps({op: _legalize(name, fn) for op, (name, fn) in _FAST.items()})
+    """Legalize float32 relax.tanh and relax.sigmoid to the vectorizable rational forms (and every
+    other op as TVM does)."""
+    return relax.transform.LegalizeOps(fast_activation_legalizers())

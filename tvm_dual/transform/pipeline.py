@@ -17,7 +17,8 @@ from .dense_gemv_rewrite import DenseGemvRewrite
 from .dual_conv_rewrite import DualConvRewrite
 from .dual_module_rewrite import DualModuleRewrite
 from .expose_dual_counters import ExposeDualCounters
-from .legalize_fast_activations import LegalizeFastActivations
+from .legalize_fast_activations import fast_activation_legalizers
+from .legalize_nan_propagating_clamps import nan_propagating_clamp_legalizers
 from .split_to_strided_slice import SplitToStridedSlice
 
 if TYPE_CHECKING:
@@ -45,13 +46,15 @@ def rewrite_passes(
 
 def legalization_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Splits to slices (so that they fuse with the ops after them), library dispatch and
-    legalization (float32 tanh and sigmoid to vectorizable forms first), then fusion: the PrimFuncs
+    legalization (float32 tanh and sigmoid to vectorizable forms, and relu, clip, maximum and
+    minimum to forms that keep NaN, first), then fusion: the PrimFuncs
     these produce are the MetaSchedule tasks a database must match, so tuning
     (tuning/dense_metaschedule.py) and lowering both use this list."""
     return (
         [SplitToStridedSlice()]
         + cpu_pipeline.library_dispatch_passes(target)
-        + [LegalizeFastActivations()]
+        # one LegalizeOps with both passes' maps: LegalizeOps legalizes every op, so a second would find none left
+        + [relax.transform.LegalizeOps({**fast_activation_legalizers(), **nan_propagating_clamp_legalizers()})]
         + cpu_pipeline.legalize_passes(target)
     )
 
