@@ -245,6 +245,36 @@ def test_token_ids_out_of_range_raise_index_error_as_in_pytorch(executor, monkey
 def test_unknown_layer_name_is_rejected(mlp):
     with pytest.raises(ValueError, match=r"no dual-capable layer named 'fc9'; candidates are \['0', '2'\]"):
         tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio={"fc9": 0.5})
+    recurrent = torch.nn.LSTM(8, 16).eval()
+    with pytest.raises(ValueError, match=r"no dual-capable layer named 'lstm'; candidates are \['l0'\]"):
+        tvm_dual.compile_dual(recurrent, (torch.randn(3, 1, 8),), insensitive_ratio={"lstm": 0.5})
+
+
+def test_numpy_and_tensor_scalars_are_ratios(mlp):
+    calibration = _data(4, 64)
+    plain = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calibration, insensitive_ratio=0.5)
+    x = torch.randn(1, 64)
+    for ratio in (np.float32(0.5), torch.tensor(0.5), {"0": np.float64(0.5), "2": torch.tensor(0.5)}):
+        mod = tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calibration, insensitive_ratio=ratio)
+        assert torch.equal(mod(x), plain(x))
+    for bad in (np.bool_(True), torch.tensor([0.5]), np.float32(1.0)):
+        with pytest.raises(ValueError, match="must be a number in \\[0, 1\\)"):
+            tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), insensitive_ratio=bad)
+    assert tvm_dual.QualityBudget(lambda m: 0.0, np.float32(0.25)).max_drop == 0.25
+
+
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("little", {"rank": 4}, "little must be a tvm_dual.LittleConfig or None, got dict"),
+        ("recurrent", "fused", "recurrent must be a tvm_dual.RecurrentConfig or None, got str"),
+        ("quality_budget", 0.01, "quality_budget must be a tvm_dual.QualityBudget or None, got float"),
+        ("schedules", 3, "schedules must be 'default', a directory or None, got int"),
+    ],
+)
+def test_options_of_the_wrong_type_are_named(mlp, argument, value, message):
+    with pytest.raises(TypeError, match=message):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), **{argument: value})
 
 
 def test_functional_model_dual_layers_are_named_by_parameter():

@@ -42,6 +42,18 @@ def test_rewritten_file_is_reloaded(compiled, tmp_path):
     assert first.metadata["layers"] and not second.metadata["layers"]
 
 
+def test_any_suffix_gives_a_loadable_library_and_bad_paths_are_named(compiled, tmp_path):
+    x = torch.randn(1, 37)
+    for name in ("model.tar", "model"):  # TVM alone would write a tar archive for ".tar"
+        compiled.export_library(tmp_path / name)
+        assert torch.equal(tvm_dual.load(tmp_path / name)(x)["logits"], compiled(x)["logits"])
+    with pytest.raises(IsADirectoryError, match="is a directory; export to a file in it"):
+        compiled.export_library(tmp_path)
+    with pytest.raises(FileNotFoundError, match="the directory .*missing.* does not exist"):
+        compiled.export_library(tmp_path / "missing" / "model.so")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.tar"]  # nothing partial left behind
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tvm_dual library at"):
         tvm_dual.load(tmp_path / "nope.so")

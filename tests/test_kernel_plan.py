@@ -190,3 +190,26 @@ def test_profile_rotates_over_the_input_tuples_it_is_given(monkeypatch):
         module.profile(tuples[0][0], rotate=tuples)
     with pytest.raises(TypeError, match="not both or neither"):
         module.profile()
+
+
+class _ReturnsNone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 16)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x)), None, {"none": None, "y": x * 2}
+
+
+@pytest.mark.parametrize("executor", ["1", "0"])  # kernel plan, Relax VM
+@torch.no_grad()
+def test_none_in_the_outputs_comes_back_as_none(executor, monkeypatch):
+    monkeypatch.setenv("TVM_DUAL_KERNEL_PLAN", executor)
+    model = _ReturnsNone().eval()
+    x = torch.randn(2, 12)
+    module = tvm_dual.compile_dual(model, (x,), insensitive_ratio=0.0)
+    got, want = module(x), model(x)
+    assert got[1] is None and got[2]["none"] is None
+    assert float((got[0] - want[0]).abs().max()) <= 1e-5 and torch.equal(got[2]["y"], want[2]["y"])
+    assert module(x.numpy())[1] is None
+    assert module.executor.startswith("kernel plan" if executor == "1" else "vm")

@@ -215,6 +215,17 @@ def test_unsupported_recurrent_layer_stays_dense_with_a_warning():
         tvm_dual.compile_dual(model, (x,), insensitive_ratio={"rnn.l0": 0.5})
 
 
+@torch.no_grad()
+def test_lstm_with_a_projected_state_stays_dense_and_exact():
+    model = nn.LSTM(16, 32, proj_size=8).eval()
+    x = torch.randn(5, 2, 16)
+    with pytest.warns(tvm_dual.DualCompileWarning, match=r"stay dense \(exact\): 'l0' \(its recurrent state has 8 units, not the 32"):
+        mod = tvm_dual.compile_dual(model, (x,), calibration=[torch.randn(5, 2, 16) for _ in range(8)], insensitive_ratio=0.5)
+    assert mod.metadata["layers"] == []
+    for got, want in zip(pytree.tree_leaves(mod(x)), pytree.tree_leaves(model(x))):
+        assert float((got - want).abs().max()) <= 1e-5
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_calibration_captures_the_exact_states_of_every_step(cell):
     # The probe once returned its argument as the value of a pure call; the VM's memory planner

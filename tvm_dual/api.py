@@ -68,8 +68,11 @@ def _layer_names(sites: list[LinearSite], names_by_digest: dict[str, str]) -> di
     return names
 
 
-def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -> dict[str, float]:
-    """site key -> validated ratio (0 for layers left dense)."""
+def _ratios(
+    insensitive_ratio, sites: list[LinearSite], names: dict[str, str], other_candidates: Iterable[str] = ()
+) -> dict[str, float]:
+    """site key -> validated ratio (0 for layers left dense). other_candidates: the names of the
+    model's other dual-capable layers (recurrent, convolutional), for the error message."""
 
     candidates = {names[s.key]: s for s in sites if s.dual_ok}
     if isinstance(insensitive_ratio, Mapping):
@@ -79,7 +82,7 @@ def _ratios(insensitive_ratio, sites: list[LinearSite], names: dict[str, str]) -
             if name in others and float(value) > 0:
                 raise ValueError(f"layer {name!r} cannot be compiled as a dual module: {others[name]}")
             if name not in candidates and name not in others:
-                raise ValueError(f"no dual-capable layer named {name!r}; candidates are {sorted(candidates)}")
+                raise ValueError(f"no dual-capable layer named {name!r}; candidates are {sorted([*candidates, *other_candidates])}")
             check_ratio(value, f"layer {name!r}")
         return {key: check_ratio(insensitive_ratio.get(by_name[key], 0.0), by_name[key]) for key in by_name if by_name[key] in candidates}
     ratio = check_ratio(insensitive_ratio, "the model")
@@ -223,6 +226,13 @@ def plan_dual(
     quality_budget: QualityBudget | None = None,
 ) -> PlannedModel:
     """Import, calibrate and fit little modules, without building (see compile_dual)."""
+    for argument, value, expected in (
+        ("little", little, LittleConfig), ("recurrent", recurrent, RecurrentConfig), ("quality_budget", quality_budget, QualityBudget),
+    ):
+        if value is not None and not isinstance(value, expected):
+            raise TypeError(f"{argument} must be a tvm_dual.{expected.__name__} or None, got {type(value).__name__}")
+    if schedules is not None and not isinstance(schedules, (str, os.PathLike)):
+        raise TypeError(f"schedules must be 'default', a directory or None, got {type(schedules).__name__}")
     tvm_target = resolve_target(target)
     conv_little = little or CONV_LITTLE
     little = little or LittleConfig()
@@ -239,7 +249,8 @@ def plan_dual(
         insensitive_ratio = planning_ratios(quality_budget, model, sites, names, rec_sites, dual_convs)
     insensitive_ratio, rec_ratios = split_recurrent_ratios(insensitive_ratio, rec_sites, vanilla)
     linear_ratio, conv_ratio = split_ratios(insensitive_ratio, conv_names.values())
-    ratios = _ratios(linear_ratio, sites, names)
+    other_candidates = [s.name for s in rec_sites if s.dual_ok] + [conv_names[s.key] for s in conv_sites if s.dual_ok]
+    ratios = _ratios(linear_ratio, sites, names, other_candidates)
     unsupported = (
         [f"{names[s.key]!r} ({s.reason})" for s in sites if not s.dual_ok]
         + [f"{conv_names[s.key]!r} ({s.reason})" for s in conv_sites if not s.dual_ok]

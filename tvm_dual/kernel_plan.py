@@ -43,10 +43,11 @@ class NotReplayable(RuntimeError):
 
 
 def result_leaves(result: Any) -> list:
-    """Every tensor of a VM result (nested tuples), in pytree leaf order."""
+    """Every tensor of a VM result (nested tuples), in pytree leaf order; a None the model returns
+    (R.null_value) is a leaf too, as pytree has it."""
     import tvm
 
-    if isinstance(result, tvm.runtime.Tensor):
+    if result is None or isinstance(result, tvm.runtime.Tensor):
         return [result]
     return [leaf for item in result for leaf in result_leaves(item)]
 
@@ -97,7 +98,7 @@ class KernelPlan:
         addresses |= {t.data_ptr() for t in self.inputs}
         self.outputs = result_leaves(result)
         for leaf in self.outputs:
-            if leaf.data_ptr() not in addresses:
+            if leaf is not None and leaf.data_ptr() not in addresses:
                 raise NotReplayable(f"an output of shape {tuple(leaf.shape)} shares no buffer with a kernel")
 
     def run(self) -> None:

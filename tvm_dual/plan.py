@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -82,11 +83,23 @@ class DualPlan:
         return len(self.layers)
 
 
+def real_number(value) -> float | None:
+    """A Python, numpy or 0-d array/tensor int or float as a float; None for anything else (bools too)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d numpy array or torch tensor
+        return real_number(value.item())
+    return None
+
+
 def check_ratio(value, what: str) -> float:
     """A validated insensitive ratio: a number in [0, 1) (1 would skip every row: no layer left)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+    number = real_number(value)
+    if number is None or not 0.0 <= number < 1.0:
         raise ValueError(f"insensitive ratio for {what} must be a number in [0, 1), got {value!r}")
-    return float(value)
+    return number
 
 
 def thresholds_for_ratio(little_values: np.ndarray, act: str, ratio: float) -> tuple[float, float, float]:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
 from .kernels.dual_gates import CELLS, gate_little_bytes
-from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
+from .plan import DualLayerPlan, DualPlan, real_number, thresholds_for_ratio
 from .reference import little_values, sensitive_mask
 
 DEFAULT_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # 0, 0.1, ..., 0.9
@@ -71,8 +71,10 @@ class QualityBudget:
     def __post_init__(self) -> None:
         if not callable(self.metric_fn):
             raise TypeError(f"metric_fn must be callable, got {type(self.metric_fn).__name__}")
-        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) or self.max_drop < 0:
+        max_drop = real_number(self.max_drop)
+        if max_drop is None or not math.isfinite(max_drop) or max_drop < 0:
             raise ValueError(f"max_drop must be a finite number >= 0, got {self.max_drop!r}")
+        object.__setattr__(self, "max_drop", max_drop)
         steps = tuple(float(s) for s in self.steps)
         if len(steps) < 2 or steps[0] != 0.0 or any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] >= 1.0:
             raise ValueError(f"steps must ascend from 0 to below 1 with at least two values, got {self.steps!r}")

@@ -349,6 +349,8 @@ def _unsupported_reason(site: RecurrentSite, W_ih: np.ndarray, W_hh: np.ndarray,
         return f"dtype {W_hh.dtype} is not float32"
     if W_hh.shape[0] != ng * site.hidden or W_ih.shape[0] != ng * site.hidden:
         return f"weights {W_ih.shape} / {W_hh.shape} are not {ng} gates of {site.hidden} units"
+    if W_hh.shape[1] != site.hidden:  # nn.LSTM(proj_size > 0): h is a projection of the cell's output
+        return f"its recurrent state has {W_hh.shape[1]} units, not the {site.hidden} of its gates (proj_size)"
     if not 1 <= site.batch <= MAX_BATCH:
         return f"batch {site.batch} is outside the gate kernel's 1..{MAX_BATCH}"
     for term in (step.x, step.h):

@@ -19,6 +19,7 @@ import torch.utils._pytree as pytree
 import tvm
 import tvm_ffi
 from tvm import relax
+from tvm.support.cc import create_shared
 
 from .frontend import TensorSpec
 from .huge_pages import constants_on_huge_pages
@@ -193,8 +194,8 @@ _array_size = tvm_ffi.get_global_func("ffi.ArraySize")
 
 
 def _leaf_paths(result, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
-    """Index path of every tensor in a VM result (nested arrays), in pytree leaf order."""
-    if isinstance(result, tvm.runtime.Tensor):
+    """Index path of every tensor (or None the model returns) in a VM result (nested arrays), in pytree leaf order."""
+    if result is None or isinstance(result, tvm.runtime.Tensor):
         return [prefix]
     return [path for i in range(_array_size(result)) for path in _leaf_paths(_array_get(result, i), (*prefix, i))]
 
@@ -330,7 +331,7 @@ class DualModule:
         except NotReplayable as err:
             self.executor = f"vm ({err})"
             return
-        views = [np.from_dlpack(t) for t in plan.outputs]
+        views = [None if t is None else np.from_dlpack(t) for t in plan.outputs]
         if self._counter_layers:  # main returns (outputs, counters)
             self._plan_counters = views.pop()
             self._counter_ring = np.zeros((_PENDING_COUNTERS, *self._plan_counters.shape), self._plan_counters.dtype)
@@ -356,7 +357,7 @@ class DualModule:
                 leaves = self._call_vm(inputs)
                 convert = torch.from_dlpack if as_torch else np.from_dlpack
         if convert is not None:
-            leaves = [convert(leaf) for leaf in leaves]
+            leaves = [None if leaf is None else convert(leaf) for leaf in leaves]
         return self._build_outputs(leaves)
 
     def _call_vm(self, inputs) -> list:
@@ -398,7 +399,7 @@ class DualModule:
             if used + 1 == _PENDING_COUNTERS:
                 self._fold_counters()
         # copies: the next call rewrites the plan's buffers
-        return [view.copy() for view in self._plan_outputs]
+        return [None if view is None else view.copy() for view in self._plan_outputs]
 
     def _run(self, inputs):
         """The VM on the inputs, without a Python-level check where possible.
@@ -549,13 +550,28 @@ class DualModule:
 
     # ---- export ------------------------------------------------------------------------------
     def export_library(self, path: str | os.PathLike) -> None:
-        """Write a shared library that tvm_dual.load turns back into this module (metadata included)."""
+        """Write a shared library that tvm_dual.load turns back into this module (metadata included).
+
+        Always a shared library, whatever the file's suffix (TVM would write a tar archive for
+        ".tar", which nothing loads as a module); written next to `path` and renamed onto it, so
+        a failed export leaves an existing file as it was."""
         path = os.fspath(path)
-        if self._library_bytes is not None:  # loaded from a file: write the same library back
-            with open(path, "wb") as f:
-                f.write(self._library_bytes)
-        else:
-            self._executable.export_library(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path!r} is a directory; export to a file in it, e.g. {os.path.join(path, 'model.so')!r}")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot write {path!r}: the directory {directory!r} does not exist")
+        partial = f"{path}.{os.getpid()}.partial"
+        try:
+            if self._library_bytes is not None:  # loaded from a file: write the same library back
+                with open(partial, "wb") as f:
+                    f.write(self._library_bytes)
+            else:
+                self._executable.export_library(partial, fcompile=create_shared)
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
 
 
 def attach_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:

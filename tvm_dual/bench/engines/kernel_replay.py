@@ -52,7 +52,7 @@ class KernelReplay:
         written = {_extent(a) for _, _, args in self.kernels for a in args if isinstance(a, tvm.runtime.Tensor)}
         self.outputs = result_leaves(result)
         for leaf in self.outputs:
-            if _extent(leaf) not in written:
+            if leaf is not None and _extent(leaf) not in written:
                 raise NotReplayable(f"an output of shape {tuple(leaf.shape)} is not a kernel's buffer")
         self._probe_extents = [_extent(t) for t in self.probe]
 
