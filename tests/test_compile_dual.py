@@ -1,5 +1,6 @@
 """compile_dual end to end: ratios, stats, calling convention, errors and fallbacks."""
 
+import collections
 import copy
 import warnings
 
@@ -193,11 +194,35 @@ def test_a_single_calibration_tensor_is_one_batch(mlp):
         (["rows"], r"calibration batch 0 must be a tensor or a non-empty tuple of tensors, got str"),
         ([(torch.randn(8, 64), "h")], r"calibration batch 0: input 1 must be a torch.Tensor or numpy array, got str"),
         ([torch.randn(8, 64), torch.randint(0, 5, (8, 64))], r"calibration batch 1 input 0 has dtype int64; the example input has float32"),
+        ([torch.randn(0, 64)], r"calibration batch 0: input 0 has shape \(0, 64\), with no elements"),
     ],
 )
 def test_calibration_of_the_wrong_form_is_rejected_naming_it(mlp, calibration, message):
     with pytest.raises((ValueError, TypeError), match=message):
         tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=calibration, insensitive_ratio=0.5)
+
+
+def test_calibration_the_model_cannot_run_on_is_named(mlp):
+    with pytest.raises(tvm_dual.ModelImportError, match=r"cannot run on calibration or validation data of shapes \[\(8, 65\)\]"):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=[torch.randn(8, 65)], insensitive_ratio=0.5)
+    with pytest.raises(ValueError, match=r"example_inputs: input 0 has shape \(0, 64\), with no elements"):
+        tvm_dual.compile_dual(mlp, (torch.randn(0, 64),), insensitive_ratio=0.0)
+
+
+class _NamedOutputs(torch.nn.Module):
+    Out = collections.namedtuple("Out", "y")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.Out(torch.tanh(self.fc(x)))
+
+
+def test_outputs_the_metadata_cannot_record_are_named():
+    with pytest.raises(tvm_dual.ModelImportError, match="have a structure the library's metadata cannot record .*namedtuple"):
+        tvm_dual.compile_dual(_NamedOutputs().eval(), (torch.randn(1, 8),), insensitive_ratio=0.0)
 
 
 def test_float64_calibration_is_cast_to_the_models_dtype(mlp):

@@ -103,3 +103,26 @@ def test_config_validation():
         LittleConfig(bits=2)
     with pytest.raises(ValueError, match="rank"):
         LittleConfig(rank=0)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"ridge": float("nan")}, "ridge must be a finite number >= 0"),
+        ({"ridge": float("inf")}, "ridge must be a finite number >= 0"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"seed": "abc"}, "seed must be an integer >= 0"),
+        ({"eps": "0.5"}, r"eps must be a number in \(0, 1\)"),
+        ({"bits": 8.0}, "bits must be 8 or 4"),
+        ({"rank": True}, "rank must be a positive integer or None"),
+    ],
+)
+def test_little_config_names_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        LittleConfig(**options)
+
+
+def test_little_config_takes_numpy_numbers_as_python_ones():
+    config = LittleConfig(rank=np.int64(4), seed=np.int32(3), ridge=np.float32(0.5))
+    assert (config.rank, config.seed, config.ridge) == (4, 3, 0.5)
+    assert all(type(v) in (int, float, str) for v in (config.rank, config.seed, config.ridge, config.bits))

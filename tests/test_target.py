@@ -6,7 +6,7 @@ import tvm
 
 import tvm_dual
 from models import odd_mlp
-from tvm_dual.target import host_target, missing_host_features, resolve_target, target_to_string, vector_bits
+from tvm_dual.target import host_target, missing_host_features, resolve_target, target_arch, target_to_string, vector_bits
 
 
 @pytest.mark.parametrize(
@@ -42,6 +42,8 @@ def test_default_is_the_host():
         ("llvm -mcpu=skylake-avx513", "unknown -mcpu=skylake-avx513"),
         ("llvm mcpu=znver3", "malformed target option 'mcpu=znver3'"),
         ("llvm -num-cores=two", "-num-cores must be an integer"),
+        ("llvm -num-cores=0", "-num-cores must be at least 1, got 0"),
+        ("llvm -mcpu='znver3", "malformed target string .*No closing quotation"),
         ({"kind": "llvm", "frobnicate": 1}, "Unknown config option 'frobnicate'"),
         ("", "empty target string"),
         (42, "must be a string, dict or tvm.target.Target"),
@@ -50,6 +52,16 @@ def test_default_is_the_host():
 def test_bad_targets_name_the_problem(spec, message):
     with pytest.raises(tvm_dual.TargetError, match=message):
         resolve_target(spec)
+
+
+def test_another_architecture_compiles_and_is_refused_here():
+    other = "aarch64" if target_arch(host_target()) != "aarch64" else "x86_64"
+    target = resolve_target(f"llvm -mtriple={other}-linux-gnu")
+    model = odd_mlp("tanh", (16, 32, 4))
+    with pytest.warns(tvm_dual.DualCompileWarning, match=f"which this CPU cannot run .*the {other} architecture"):
+        mod = tvm_dual.compile_dual(model, (torch.randn(1, 16),), target=target, insensitive_ratio=0.0)
+    with pytest.raises(RuntimeError, match=f"needs the {other} architecture .*this CPU lacks it"):
+        mod(torch.randn(1, 16))
 
 
 def test_compile_dual_reports_bad_target():
@@ -71,7 +83,7 @@ def test_avx512_target_compiles_and_exports(tmp_path):
     assert loaded.target.startswith("llvm") and "skylake-avx512" in loaded.target
     x = torch.randn(1, 64)
     if missing:
-        with pytest.raises(RuntimeError, match="this CPU lacks them"):
+        with pytest.raises(RuntimeError, match="this CPU lacks it"):
             loaded(x)
     else:
         with torch.no_grad():

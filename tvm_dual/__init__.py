@@ -20,6 +20,7 @@ _EXPORTS = {
     "DualStats": ".runtime",
     "LayerStats": ".runtime",
     "LibraryError": ".runtime",
+    "ModelImportError": ".frontend",
     "QualityBudget": ".quality_budget",
     "load": ".runtime",
     "TargetError": ".target",
@@ -30,6 +31,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .api import DualCompileWarning, compile_dual
+    from .frontend import ModelImportError
     from .kernels.dual_dense import DualKernelConfig
     from .little import LittleConfig
     from .quality_budget import QualityBudget

@@ -12,7 +12,7 @@ import tvm_ffi
 from tqdm.auto import tqdm
 from tvm import relax
 
-from .frontend import ImportedModel, import_model, normalize_inputs
+from .frontend import ImportedModel, ModelImportError, import_model, normalize_inputs
 from .target import host_target
 from .plan import DualPlan
 from .transform.dense_conv_rewrite import DenseConvRewrite
@@ -67,7 +67,12 @@ def run_probed(
             batch = normalize_inputs(batch)
             sig = _signature(batch)
             if sig not in vms:
-                source = imported if sig == own else import_model(model, batch)
+                try:
+                    source = imported if sig == own else import_model(model, batch)
+                except ModelImportError as err:
+                    raise ModelImportError(
+                        f"the model cannot run on calibration or validation data of shapes {[tuple(t.shape) for t in batch]}: {err}"
+                    ) from None
                 mod = tvm.transform.Sequential(passes)(source.mod)
                 vms[sig] = relax.VirtualMachine(compile_module(mod, host_target()), tvm.cpu())
             vms[sig]["main"](*[tvm.runtime.tensor(np.ascontiguousarray(t.numpy())) for t in batch])

@@ -63,6 +63,8 @@ def normalize_inputs(example_inputs, what: str = "example_inputs") -> tuple[torc
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{what}: input {i} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+        if value.numel() == 0:
+            raise ValueError(f"{what}: input {i} has shape {tuple(value.shape)}, with no elements")
         tensors.append(value.detach())
     return tuple(tensors)
 
@@ -184,12 +186,21 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
         try:
             mod = from_exported_program(exported, keep_params_as_input=False)
         except Exception as err:
+            dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()} - {"float32"})
+            hint = f" (its parameters are {', '.join(dtypes)}: tvm_dual compiles float32 models, see model.float())" if dtypes else ""
             raise ModelImportError(
-                f"TVM's PyTorch frontend cannot translate {type(model).__name__}: {str(err).splitlines()[0]}"
+                f"TVM's PyTorch frontend cannot translate {type(model).__name__}: {str(err).splitlines()[0]}{hint}"
             ) from err
     mod = SnapshotConstants()(mod)  # the frontend's constants are views of the model's parameters
     mod = prepare_convolutions(mod)  # NHWC, batch norm folded; a no-op without convolutions
     names = [spec.arg.name for spec in exported.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    try:
+        out_spec = pytree.treespec_dumps(exported.call_spec.out_spec)
+    except (NotImplementedError, TypeError) as err:  # e.g. an unregistered namedtuple
+        raise ModelImportError(
+            f"the outputs of {type(model).__name__} have a structure the library's metadata cannot record "
+            f"({str(err).splitlines()[0]}); return tensors in tuples, lists and dicts"
+        ) from None
     bounds = take_index_bounds(mod["main"])
     specs = [
         TensorSpec(name=names[i] if i < len(names) else f"input{i}", shape=tuple(t.shape),
@@ -199,6 +210,6 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
     return ImportedModel(
         mod=mod,
         inputs=specs,
-        out_spec=pytree.treespec_dumps(exported.call_spec.out_spec),
+        out_spec=out_spec,
         layer_names=_layer_names(model),
     )

@@ -312,8 +312,8 @@ class DualModule:
             missing = missing_host_features(resolve_target(self.metadata["target_config"]))
             if missing:
                 raise RuntimeError(
-                    f"this module was compiled for {self.target!r}, which uses {', '.join(sorted(missing))}; "
-                    f"this CPU lacks them, so running it would crash with an illegal instruction. Export it "
+                    f"this module was compiled for {self.target!r}, which needs {', '.join(sorted(missing))}, "
+                    f"and this CPU lacks it: running it here would crash (an illegal instruction). Export it "
                     f"and run it on such a machine, or compile with target=None for this host."
                 )
             self._vm = relax.VirtualMachine(self._executable, tvm.cpu())

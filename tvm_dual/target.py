@@ -38,7 +38,10 @@ def host_target(num_cores: int | None = None) -> Target:
 
 def parse_target_string(text: str) -> dict[str, Any]:
     """'llvm -mcpu=skylake-avx512 -num-cores=2 -mattr=+avx512f,+fma' -> TVM 0.27 config dict."""
-    tokens = shlex.split(text)
+    try:
+        tokens = shlex.split(text)
+    except ValueError as err:  # an unclosed quote
+        raise TargetError(f"malformed target string {text!r}: {err}") from None
     if not tokens:
         raise TargetError("empty target string")
     config: dict[str, Any] = {"kind": tokens[0]}
@@ -80,6 +83,9 @@ def resolve_target(spec: TargetLike = None) -> Target:
         raise TargetError(f"target must be a string, dict or tvm.target.Target, got {type(spec).__name__}")
     if target.kind.name != "llvm":
         raise TargetError(f"tvm_dual compiles for CPU targets of kind 'llvm' only, got {target.kind.name!r}")
+    cores = target.attrs.get("num-cores")
+    if cores is not None and int(cores) < 1:
+        raise TargetError(f"-num-cores must be at least 1, got {int(cores)}")
     mcpu = target.attrs.get("mcpu")
     triple = str(target.attrs.get("mtriple") or codegen.llvm_get_system_triple())
     if mcpu and not codegen.llvm_is_valid_cpu(str(mcpu), triple):
@@ -91,9 +97,18 @@ def isa_features(target: Target) -> set[str]:
     return {f for f in codegen.llvm_get_cpu_features(target) if f.startswith(_ISA_PREFIXES)}
 
 
+def target_arch(target: Target) -> str:
+    """The target's architecture: the first field of its LLVM triple (x86_64, aarch64, ...)."""
+    return str(target.attrs.get("mtriple") or codegen.llvm_get_system_triple()).split("-")[0]
+
+
 def missing_host_features(target: Target) -> set[str]:
-    """Instruction-set features the target emits that this machine lacks (empty: safe to run here)."""
-    return isa_features(target) - isa_features(host_target())
+    """What the target needs that this machine lacks (empty: safe to run here): its instruction-set
+    features, or its architecture when that is another one."""
+    host = host_target()
+    if target_arch(target) != target_arch(host):
+        return {f"the {target_arch(target)} architecture (this machine is {target_arch(host)})"}
+    return isa_features(target) - isa_features(host)
 
 
 def target_to_string(target: Target) -> str:
