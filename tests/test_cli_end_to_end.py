@@ -153,3 +153,18 @@ def test_verbose_shows_the_traceback(capsys):
     assert main(["-v", "eval", "missing.so", "--model", "tiny_factory:make"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1] == "tvm-dual eval: error: no tvm_dual library at 'missing.so'"
+
+
+def test_npz_inputs_that_are_not_samples_are_named(tmp_path):
+    from tvm_dual.commands.common import npz_inputs
+    from tvm_dual.frontend import TensorSpec
+
+    specs = [TensorSpec("x", (1, 16), "float32")]
+    np.save(tmp_path / "plain.npy", np.zeros((3, 1, 16), np.float32))
+    np.savez(tmp_path / "empty.npz", np.zeros((0, 1, 16), np.float32))
+    np.savez(tmp_path / "good.npz", np.zeros((3, 1, 16), np.float32))
+    with pytest.raises(ValueError, match="is a single array, not an .npz archive"):
+        npz_inputs(str(tmp_path / "plain.npy"), specs)
+    with pytest.raises(ValueError, match="holds no samples"):
+        npz_inputs(str(tmp_path / "empty.npz"), specs)
+    assert len(npz_inputs(str(tmp_path / "good.npz"), specs)) == 3

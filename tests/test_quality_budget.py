@@ -102,6 +102,10 @@ def test_budget_validation_and_unsearchable_layers():
     nan_metric = tvm_dual.QualityBudget(lambda m: float("nan"), 0.1)
     with pytest.raises(ValueError, match="finite"):
         tvm_dual.compile_dual(model, (x[:1],), calibration=[x], quality_budget=nan_metric)
+    for result in (None, torch.ones(3), "0.5"):
+        budget = tvm_dual.QualityBudget(lambda m, result=result: result, 0.1)
+        with pytest.raises(TypeError, match="metric_fn must return a number, got"):
+            tvm_dual.compile_dual(model, (x[:1],), calibration=[x], quality_budget=budget)
 
 
 class CellStep(torch.nn.Module):

@@ -272,6 +272,33 @@ def test_corrupt_and_foreign_logs(tmp_path):
         lookup(WORKLOAD.shape, host_target(), broken)
 
 
+def test_records_with_impossible_values_are_skipped(tmp_path):
+    """A record must not carry a knob of the wrong type, an impossible shape or ratio, or a time that
+    is not a positive finite number: the best of them would be written to a schedule file, and a
+    string prefetch or a fractional task count then failed every compile of the shape inside TVM."""
+    log = tmp_path / "log.jsonl"
+    tune_dual_kernel(WORKLOAD, LocalMeasurer(host_target(), FAST), trials=1, batch_size=1, log_path=log, progress=False,
+                     confirm_rounds=0, verify_pairs=0)
+    good = json.loads(log.read_text().splitlines()[0])
+    bad = [
+        {"config": {**good["config"], "prefetch": "no"}},
+        {"config": {**good["config"], "tasks": 1.5}},
+        {"workload_params": {**good["workload_params"], "n": -5}},
+        {"workload_params": {**good["workload_params"], "ratio": 7}},
+        {"time_s": float("inf")},
+        {"time_s": True},
+        {"target": {"a": 1}},
+    ]
+    with open(log, "a") as f:
+        for change in bad:
+            f.write(json.dumps({**good, **change}) + "\n")
+    with pytest.warns(TuningLogWarning, match=f"skipped {len(bad)} of {len(bad) + 1} lines") as warned:
+        assert len(read_records(log)) == 1
+    message = str(warned[0].message)
+    for reason in ("prefetch must be a bool", "tasks must be an int", "sizes must be positive", "ratio must be a number", "bad time"):
+        assert reason in message, message
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -388,7 +388,10 @@ class _DualHooks:
         handles = [module.register_forward_hook(self._hook(indices)) for module, indices in _by_module(self.layers)]
         try:
             with eval_mode(self.model), torch.no_grad():
-                value = float(self.budget.metric_fn(_TorchCallable(self.model)))
+                result = self.budget.metric_fn(_TorchCallable(self.model))
+            value = real_number(result)
+            if value is None:
+                raise TypeError(f"QualityBudget's metric_fn must return a number, got {type(result).__name__}: {result!r:.80}")
         finally:
             for handle in handles:
                 handle.remove()

@@ -567,7 +567,11 @@ class DualModule:
                 with open(partial, "wb") as f:
                     f.write(self._library_bytes)
             else:
-                self._executable.export_library(partial, fcompile=create_shared)
+                try:
+                    self._executable.export_library(partial, fcompile=create_shared)
+                except RuntimeError as err:  # the linker's message, whose first line is only "Compilation error:"
+                    detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                    raise OSError(f"cannot write {path!r}: {detail[:500]}") from None
             os.replace(partial, path)
         finally:
             if os.path.exists(partial):

@@ -23,6 +23,12 @@ class TimingPlan:
     min_samples: int = 30  # ...once at least this many were taken
     max_samples: int = 2000
 
+    def __post_init__(self) -> None:
+        if not (self.warmup_s >= 0 and self.budget_s >= 0):  # also false for NaN
+            raise ValueError(f"warm-up and budget must be seconds >= 0, got {self.warmup_s} and {self.budget_s}")
+        if not 1 <= self.min_samples <= self.max_samples:
+            raise ValueError(f"samples must satisfy 1 <= min ({self.min_samples}) <= max ({self.max_samples})")
+
 
 @dataclass
 class TimingStats:

@@ -53,6 +53,8 @@ def npz_inputs(path: str, specs) -> list[tuple[np.ndarray, ...]]:
         archive = np.load(path, allow_pickle=False)
     except Exception as err:
         raise ValueError(f"{path!r} is not a readable .npz file: {err}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # np.load also reads a single .npy array
+        raise ValueError(f"{path!r} is a single array, not an .npz archive (write it with np.savez)")
     arrays = []
     for i, spec in enumerate(specs):
         key = spec.name if spec.name in archive.files else f"arr_{i}"
@@ -67,6 +69,8 @@ def npz_inputs(path: str, specs) -> list[tuple[np.ndarray, ...]]:
     counts = {len(a) for a in arrays}
     if len(counts) != 1:
         raise ValueError(f"{path!r}: the input arrays hold different numbers of samples ({sorted(counts)})")
+    if counts == {0}:
+        raise ValueError(f"{path!r} holds no samples")
     return [tuple(np.ascontiguousarray(a[s]) for a in arrays) for s in range(counts.pop())]
 
 

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, _command: str) -> int:
     workload = load_workload(args.model)
     data = input_data(args.inputs, workload, module, args.limit)
     max_abs = max_ref = sum_abs = 0.0
-    count = agree = 0
+    count = agree = nan_mismatch = 0
     for inputs in tqdm(data, desc="evaluating", unit="call", disable=None, leave=False):
         dual = _leaves(module(*inputs))
         with torch.no_grad():
@@ -56,16 +56,23 @@ def run(args: argparse.Namespace, _command: str) -> int:
             raise ValueError(f"the library's outputs {[a.shape for a in dual]} do not match the model's {[a.shape for a in exact]}; "
                              f"was it compiled from {args.model}?")
         for d, e in zip(dual, exact):
-            diff = np.abs(d - e)
-            max_abs = max(max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
-            max_ref = max(max_ref, float(np.nanmax(np.abs(e))) if e.size else 0.0)
-            sum_abs += float(np.nansum(diff))
+            d, e = np.asarray(d, dtype=np.float64), np.asarray(e, dtype=np.float64)
+            same = (d == e) | (np.isnan(d) & np.isnan(e))  # equal infinities and NaN in both agree exactly
+            diff = np.where(same, 0.0, np.abs(d - e))
+            nan_mismatch += int(np.count_nonzero(np.isnan(diff)))  # NaN in one output and not the other
+            diff = diff[~np.isnan(diff)]
+            finite = np.abs(e[np.isfinite(e)])
+            max_abs = max(max_abs, float(diff.max()) if diff.size else 0.0)
+            max_ref = max(max_ref, float(finite.max()) if finite.size else 0.0)
+            sum_abs += float(diff.sum())
             count += diff.size
         if dual[0].ndim and dual[0].shape[-1] > 1:
             agree += int(np.array_equal(dual[0].argmax(-1), exact[0].argmax(-1)))
     print(f"{args.library} vs {args.model} on {len(data)} input tuple(s) ({args.inputs or 'factory calibration data'})")
     print(f"max |error| {max_abs:.4g} (largest |output| {max_ref:.4g}, relative {max_abs / max(max_ref, 1e-30):.3g}), "
           f"mean |error| {sum_abs / max(count, 1):.4g}")
+    if nan_mismatch:
+        print(f"outputs NaN in one of the two and not in the other: {nan_mismatch} (not in the errors above)")
     if dual[0].ndim and dual[0].shape[-1] > 1:
         print(f"argmax agreement of the first output: {agree}/{len(data)} = {agree / len(data):.4f}")
     print(module.stats())

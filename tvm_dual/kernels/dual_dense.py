@@ -54,7 +54,7 @@ from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
 from .little_module import LITTLE_COMPUTE, little_value, make_i16_stages, padded_k
-from .row_dot import ROW_ORDERS, check_group, group_start, group_step, make_row_group_dot, row_stride, specialize
+from .row_dot import ROW_ORDERS, check_group, check_knob_types, group_start, group_step, make_row_group_dot, row_stride, specialize
 
 LITTLE_DTYPES = ("int8", "float32")
 MAX_BATCH = 8  # rows of x a model layer may have to be compiled as a dual layer
@@ -87,6 +87,7 @@ class DualKernelConfig:
     row_order: str = "adjacent"  # rows of a group: "adjacent" selected rows, or "far" (ROW_ORDERS)
 
     def __post_init__(self) -> None:
+        check_knob_types(self)
         check_group(self.rows_per_group, self.lanes)
         if self.little_compute not in LITTLE_COMPUTE:
             raise ValueError(f"little_compute must be one of {LITTLE_COMPUTE}, got {self.little_compute!r}")

@@ -14,7 +14,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .activations import ACTIVATIONS, apply_activation
-from .row_dot import ROW_ORDERS, check_group, group_start, group_step, make_row_group_dot, register_lanes, row_stride, specialize
+from .row_dot import ROW_ORDERS, check_group, check_knob_types, group_start, group_step, make_row_group_dot, register_lanes, row_stride, specialize
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class GemvConfig:
     row_order: str = "far"  # rows of a group: one from each G-th of W, or "adjacent": G neighbours (ROW_ORDERS)
 
     def __post_init__(self) -> None:
+        check_knob_types(self)
         check_group(self.rows_per_group, self.lanes)
         if self.row_order not in ROW_ORDERS:
             raise ValueError(f"row_order must be one of {ROW_ORDERS}, got {self.row_order!r}")

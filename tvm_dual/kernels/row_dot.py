@@ -10,6 +10,9 @@ TVMBackendAllocWorkspace call in every parallel iteration.
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+
 import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
@@ -60,6 +63,26 @@ def register_lanes(vector_bits: int) -> int:
     """float32 accumulator lanes of one vector register of the target (at least 8): the default
     of the GEMV and dual kernels, whose rows keep one register of accumulators each."""
     return max(8, vector_bits // 32)
+
+
+def check_knob_types(config) -> None:
+    """A schedule dataclass's fields have the types its annotations name (int, bool, str), bools
+    not passing for ints: configs come from JSON tuning logs and schedule files, and a string
+    where a bool belongs would otherwise reach TVMScript as a bad kernel."""
+    checks = {  # annotation -> (accepted, the Python type it is stored as)
+        "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)), int),
+        "bool": (lambda v: isinstance(v, (bool, np.bool_)), bool),
+        "str": (lambda v: isinstance(v, str), str),
+    }
+    for field in dataclasses.fields(config):
+        annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        if annotation not in checks:
+            continue
+        accepted, kind = checks[annotation]
+        value = getattr(config, field.name)
+        if not accepted(value):
+            raise ValueError(f"{field.name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
+        object.__setattr__(config, field.name, kind(value))  # numpy scalars as Python ones (JSON, hashing)
 
 
 def check_group(group: int, lanes: int) -> None:

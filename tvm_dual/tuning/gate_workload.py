@@ -26,6 +26,7 @@ from ..little import LittleModule
 from ..reference import little_values
 from ..reference_gates import GateWeights, gates_reference
 from .space import KNOB_VALUES, ShapeFeatures, config_space
+from .workload import check_workload
 
 # The gate kernel keeps little_groups x little_block accumulators (little_block <= 32).
 GATE_KNOB_VALUES = {**KNOB_VALUES, "little_block": (16, 32)}
@@ -41,6 +42,9 @@ class GateWorkload:
     rank: int
     fused: bool = True
     ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_workload(self)
 
     @property
     def shape(self) -> GateShape:

@@ -13,6 +13,7 @@ at all is an error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -73,11 +74,15 @@ class Record:
     def from_json(line: str) -> "Record":
         d = json.loads(line)
         time_s = d["time_s"]
-        if time_s is not None and not (isinstance(time_s, (int, float)) and time_s > 0):
+        if time_s is not None and not (
+            isinstance(time_s, (int, float)) and not isinstance(time_s, bool) and 0 < time_s < math.inf
+        ):
             raise ValueError(f"bad time {time_s!r}")
+        if not isinstance(d["target"], str):
+            raise ValueError(f"bad target {d['target']!r}")
         return Record(
             workload=workload_from_dict(d["workload_params"], d.get("kernel")),
-            target=str(d["target"]),
+            target=d["target"],
             config=config_from_dict(d["config"]),
             time_s=time_s,
             error=d.get("error"),

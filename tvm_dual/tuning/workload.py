@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
-from ..plan import default_kernel_config, thresholds_for_ratio
+from ..kernels.row_dot import check_knob_types
+from ..plan import default_kernel_config, real_number, thresholds_for_ratio
 from ..reference import dual_reference, little_values
 from .space import ShapeFeatures, config_space
 
@@ -32,6 +33,9 @@ class DualWorkload:
     rank: int
     act: str = "tanh"
     ratio: float = 0.5  # insensitive fraction the inputs are built for
+
+    def __post_init__(self) -> None:
+        check_workload(self)
 
     @property
     def shape(self) -> DualDenseShape:
@@ -103,6 +107,17 @@ class DualWorkload:
         )
         read = np.nonzero(ref.mask.any(axis=0))[0]  # the rows of W the kernel reads
         return [p["x"], p["W"], *consts, *outputs], {"y": ref.y, "rows": ref.rows_read, "read": read}
+
+
+def check_workload(workload) -> None:
+    """Field types, sizes (through the kernel shape's own checks) and ratio of a workload, which
+    may come from a tuning log: a record with n = -5 or ratio 7 must not reach a schedule file."""
+    check_knob_types(workload)
+    ratio = real_number(workload.ratio)
+    if ratio is None or not 0.0 <= ratio < 1.0:
+        raise ValueError(f"workload ratio must be a number in [0, 1), got {workload.ratio!r}")
+    object.__setattr__(workload, "ratio", ratio)
+    workload.shape  # noqa: B018 - raises for impossible sizes
 
 
 def workload_from_dict(d: dict, kernel: str = "dual_dense"):
