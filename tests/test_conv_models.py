@@ -50,3 +50,46 @@ def test_dual_layers_are_planned_and_counted():
 def test_unknown_layer_name_is_an_error():
     with pytest.raises(ValueError, match="no dual-capable layer"):
         tvm_dual.compile_dual(OddConvNet().eval(), (torch.randn(1, 3, 15, 13),), insensitive_ratio={"nope": 0.5})
+
+
+class _OneConv(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@torch.no_grad()
+def test_dual_conv_computes_on_each_input_when_calibrated_at_the_example_shape(batch):
+    """Calibration batches of the example's shape ran the probe pass on the imported module itself,
+    which changed it in place: the compiled module kept a calibration probe, the kernel plan replayed
+    the probe's first result, and every output was relu(bias) whatever the input. Each output of a
+    dual ReLU convolution must be its exact value or 0."""
+    torch.manual_seed(1)
+    model = _OneConv().eval()
+    calibration = [torch.randn(batch, 3, 8, 8) for _ in range(32 // batch)]
+    mod = tvm_dual.compile_dual(model, (torch.randn(batch, 3, 8, 8),), calibration=calibration, insensitive_ratio=0.5)
+    assert mod.executor in ("not started", "kernel plan")
+    for _ in range(3):
+        x = torch.randn(batch, 3, 8, 8)
+        got, want = mod(x), model(x)
+        assert bool((((got - want).abs() <= 1e-5) | (got == 0)).all())
+        assert not torch.equal(got, mod(torch.randn(batch, 3, 8, 8)))
+    assert mod.executor == "kernel plan"
+
+
+def test_passes_leave_the_module_they_are_given_unchanged():
+    from tvm_dual.conv_sites import find_conv_sites
+    from tvm_dual.frontend import import_model
+    from tvm_dual.transform.dense_conv_rewrite import DenseConvRewrite
+    from tvm_dual.transform.insert_conv_calibration_probes import InsertConvCalibrationProbes
+
+    imported = import_model(_OneConv().eval(), (torch.randn(1, 3, 8, 8),))
+    before = str(imported.mod)
+    keys = [site.key for site in find_conv_sites(imported.mod["main"])]
+    assert "calibration_probe" in str(InsertConvCalibrationProbes(keys)(imported.mod))
+    DenseConvRewrite()(imported.mod)
+    assert str(imported.mod) == before

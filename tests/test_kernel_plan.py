@@ -213,3 +213,25 @@ def test_none_in_the_outputs_comes_back_as_none(executor, monkeypatch):
     assert float((got[0] - want[0]).abs().max()) <= 1e-5 and torch.equal(got[2]["y"], want[2]["y"])
     assert module(x.numpy())[1] is None
     assert module.executor.startswith("kernel plan" if executor == "1" else "vm")
+
+
+def test_a_call_that_returns_its_result_is_not_replayed():
+    """The plan replays calls that write their argument buffers; a packed call that returns a new
+    array (here a calibration probe left in a module) would be replayed as its first result forever."""
+    import importlib
+
+    import tvm
+
+    from tvm_dual.conv_sites import find_conv_sites
+    from tvm_dual.frontend import import_model
+    from tvm_dual.target import host_target
+    from tvm_dual.transform.insert_conv_calibration_probes import InsertConvCalibrationProbes
+    from tvm_dual.transform.pipeline import compile_module
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    imported = import_model(model, (torch.randn(1, 3, 8, 8),))
+    keys = [site.key for site in find_conv_sites(imported.mod["main"])]
+    executable = compile_module(InsertConvCalibrationProbes(keys)(imported.mod), host_target())
+    importlib.import_module("tvm_dual.calibrate")  # registers the probe function the VM calls
+    with pytest.raises(kernel_plan.NotReplayable, match="tvm_dual.calibration_probe return their results"):
+        kernel_plan.KernelPlan(executable, [tvm.runtime.tensor(np.zeros((1, 3, 8, 8), np.float32))])

@@ -62,10 +62,13 @@ def record_kernel_calls(executable, inputs: list, allow_views: bool) -> tuple[li
 
     vm = relax.VirtualMachine(executable, tvm.cpu())
     calls: list[tuple[Any, str, tuple]] = []
+    returning: set[str] = set()
 
-    def record(func, symbol, before, _ret, *args):
+    def record(func, symbol, before, ret, *args):
         if before:
             calls.append((func, symbol, args))
+        elif ret is not None and not symbol.startswith("vm.builtin"):
+            returning.add(symbol)
         return 0
 
     vm.set_instrument(record)
@@ -74,6 +77,8 @@ def record_kernel_calls(executable, inputs: list, allow_views: bool) -> tuple[li
     other = sorted({s for _, s, _ in calls if s.startswith("vm.builtin") and s not in allowed})
     if other:
         raise NotReplayable(f"the VM runs {', '.join(other)} between kernels")
+    if returning:  # a replay would drop what they return: only kernels that write their arguments replay
+        raise NotReplayable(f"{', '.join(sorted(returning))} return their results instead of writing an output buffer")
     kernels = [call for call in calls if not call[1].startswith("vm.builtin")]
     if not kernels:
         raise NotReplayable("the program calls no compiled kernel")

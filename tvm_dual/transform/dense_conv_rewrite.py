@@ -102,6 +102,7 @@ class DenseConvRewrite:
             roots = {var: m for var, m in matches.items() if var not in covered}
             emitter = _ConvEmitter(mod, roots, kernels, self.config)
             new_func = relax.analysis.remove_all_unused(emitter.visit_expr(func))
+            # update_func copies the module on write; `mod[gvar] = ...` would change the caller's
+            emitter.builder_.update_func(gvar, new_func)
             mod = emitter.builder_.get()
-            mod[gvar] = new_func
         return mod

@@ -83,6 +83,7 @@ class DualConvRewrite:
                 continue
             emitter = _DualConvEmitter(mod, self.plan, relax.analysis.get_var2val(func), kernels, constants)
             new_func = relax.analysis.remove_all_unused(emitter.visit_expr(func))
+            # update_func copies the module on write; `mod[gvar] = ...` would change the caller's
+            emitter.builder_.update_func(gvar, new_func)
             mod = emitter.builder_.get()
-            mod[gvar] = new_func
         return mod

@@ -53,6 +53,7 @@ class InsertConvCalibrationProbes:
             if isinstance(func, relax.Function):
                 prober = _Prober(mod, self.slots, relax.analysis.get_var2val(func))
                 new_func = relax.analysis.remove_all_unused(prober.visit_expr(func))
+                # update_func copies the module on write; `mod[gvar] = ...` would change the caller's
+                prober.builder_.update_func(gvar, new_func)
                 mod = prober.builder_.get()
-                mod[gvar] = new_func
         return mod
