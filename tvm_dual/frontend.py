@@ -99,10 +99,11 @@ def input_batches(
             )
         batch = tuple(_like_example(t, e, f"{what} batch {i} input {j}") for j, (t, e) in enumerate(zip(batch, example)))
         for j, (t, spec) in enumerate(zip(batch, specs or ())):
-            bound = spec.index_bound
-            if bound is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= bound):
-                bad = int(t[(t < 0) | (t >= bound)].flatten()[0])
-                raise ValueError(f"{what} batch {i} input {j} ({spec.name!r}): index {bad} is out of range for a table of {bound} rows")
+            bad = None if spec.index_bound is None else out_of_range_index(t.numpy(), spec.index_bound)
+            if bad is not None:
+                raise ValueError(
+                    f"{what} batch {i} input {j} ({spec.name!r}): index {bad} is out of range for a table of {spec.index_bound} rows"
+                )
         batches.append(batch)
     return batches
 
@@ -139,6 +140,15 @@ def eval_mode(model: torch.nn.Module):
 _INDEX_PRESERVING_OPS = frozenset(
     {"relax.astype", "relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze", "relax.flatten"}
 )
+
+
+def out_of_range_index(ids: np.ndarray, bound: int) -> int | None:
+    """The first id outside [0, bound) in an integer array, or None. Negative ids become huge as
+    unsigned integers, so one comparison checks both ends (this runs on every call of a module
+    whose input indexes a table)."""
+    if not (ids.view(np.dtype(f"u{ids.dtype.itemsize}")) >= bound).any():
+        return None
+    return int(ids[(ids < 0) | (ids >= bound)].flat[0])
 
 
 def take_index_bounds(func: relax.Function) -> dict[int, int]:

@@ -9,11 +9,12 @@ problem, so it is solved here in closed form (ridge normal equations) on calibra
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+
+from .validation import is_integer, is_real
 
 PROJECTIONS = ("random", "pca", "rrr")
 
@@ -50,17 +51,17 @@ class LittleConfig:
     def __post_init__(self) -> None:
         if self.projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
-        if self.rank is not None and (not _is_int(self.rank) or self.rank < 1):
+        if self.rank is not None and (not is_integer(self.rank) or self.rank < 1):
             raise ValueError(f"rank must be a positive integer or None, got {self.rank!r}")
-        if not _is_real(self.eps) or not 0 < self.eps < 1:
+        if not is_real(self.eps) or not 0 < self.eps < 1:
             raise ValueError(f"eps must be a number in (0, 1), got {self.eps!r}")
-        if not _is_real(self.max_cost_fraction) or not 0 < self.max_cost_fraction <= 1:
+        if not is_real(self.max_cost_fraction) or not 0 < self.max_cost_fraction <= 1:
             raise ValueError(f"max_cost_fraction must be a number in (0, 1], got {self.max_cost_fraction!r}")
-        if not _is_int(self.bits) or self.bits not in (4, 8):
+        if not is_integer(self.bits) or self.bits not in (4, 8):
             raise ValueError(f"bits must be 8 or 4, got {self.bits!r}")
-        if not _is_real(self.ridge) or not 0 <= self.ridge < math.inf:
+        if not is_real(self.ridge) or not 0 <= self.ridge < math.inf:
             raise ValueError(f"ridge must be a finite number >= 0, got {self.ridge!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_integer(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         # numpy scalars become Python numbers: they travel into the library's JSON metadata
         for name, kind in (("rank", int), ("eps", float), ("max_cost_fraction", float), ("bits", int), ("ridge", float), ("seed", int)):
@@ -68,13 +69,6 @@ class LittleConfig:
             if value is not None:
                 object.__setattr__(self, name, kind(value))
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def jl_rank(n: int, eps: float) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -12,6 +11,7 @@ from .kernels.dual_dense import DualKernelConfig, default_blocks_per_span
 from .kernels.row_dot import register_lanes
 from .little import LittleModule
 from .target import default_little_compute, vector_bits
+from .validation import real_number
 
 
 def default_kernel_config(target: Target, n: int | None = None) -> DualKernelConfig:
@@ -81,17 +81,6 @@ class DualPlan:
 
     def __len__(self) -> int:
         return len(self.layers)
-
-
-def real_number(value) -> float | None:
-    """A Python, numpy or 0-d array/tensor int or float as a float; None for anything else (bools too)."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d numpy array or torch tensor
-        return real_number(value.item())
-    return None
 
 
 def check_ratio(value, what: str) -> float:

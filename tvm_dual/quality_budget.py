@@ -48,8 +48,9 @@ from tqdm.auto import tqdm
 from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
 from .kernels.dual_gates import CELLS, gate_little_bytes
-from .plan import DualLayerPlan, DualPlan, real_number, thresholds_for_ratio
+from .plan import DualLayerPlan, DualPlan, thresholds_for_ratio
 from .reference import little_values, sensitive_mask
+from .validation import real_number
 
 DEFAULT_STEPS = tuple(round(0.1 * i, 1) for i in range(10))  # 0, 0.1, ..., 0.9
 _MAX_THRESHOLD_ROWS = 50_000

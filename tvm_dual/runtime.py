@@ -21,7 +21,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.support.cc import create_shared
 
-from .frontend import TensorSpec
+from .frontend import TensorSpec, out_of_range_index
 from .huge_pages import constants_on_huge_pages
 from .kernel_plan import KernelPlan, NotReplayable, record_kernel_calls
 from .target import missing_host_features, resolve_target
@@ -128,8 +128,6 @@ class _InputStage:
         self.staging[...] = 0  # the kernel plan is recorded on it: garbage token ids would index out of bounds
         self.staging_view = tvm_ffi.from_dlpack(self.staging)
         self.index_bound = spec.index_bound
-        if self.index_bound is not None:  # negative ids become huge: one comparison checks both ends
-            self._unsigned = np.dtype(f"u{self.np_dtype.itemsize}")
 
     def _mismatch(self, shape, dtype) -> ValueError:
         return ValueError(
@@ -158,8 +156,8 @@ class _InputStage:
     def check_indices(self, array: np.ndarray) -> None:
         """For an input that indexes a table (an embedding; frontend.take_index_bounds): IndexError,
         as PyTorch raises, for ids outside [0, rows), which TVM's take would read out of bounds."""
-        if self.index_bound is not None and (array.view(self._unsigned) >= self.index_bound).any():
-            bad = array[(array < 0) | (array >= self.index_bound)].flat[0]
+        bad = None if self.index_bound is None else out_of_range_index(array, self.index_bound)
+        if bad is not None:
             raise IndexError(
                 f"input {self.index} ({self.spec.name!r}): index {bad} is out of range for a table of "
                 f"{self.index_bound} rows"

@@ -11,11 +11,12 @@ TVMBackendAllocWorkspace call in every parallel iteration.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
 from tvm import tirx
 from tvm.script import tirx as T
+
+from ..validation import is_integer
 
 MAX_ACCUMULATOR_FLOATS = 255  # G*L floats must stay under TVM's kMaxStackAlloca (1024 bytes)
 MAX_LANES = 128
@@ -70,7 +71,7 @@ def check_knob_types(config) -> None:
     not passing for ints: configs come from JSON tuning logs and schedule files, and a string
     where a bool belongs would otherwise reach TVMScript as a bad kernel."""
     checks = {  # annotation -> (accepted, the Python type it is stored as)
-        "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)), int),
+        "int": (is_integer, int),
         "bool": (lambda v: isinstance(v, (bool, np.bool_)), bool),
         "str": (lambda v: isinstance(v, str), str),
     }

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig, make_dual_dense, pack_dual_constants
 from ..kernels.row_dot import check_knob_types
-from ..plan import default_kernel_config, real_number, thresholds_for_ratio
+from ..plan import default_kernel_config, thresholds_for_ratio
 from ..reference import dual_reference, little_values
+from ..validation import real_number
 from .space import ShapeFeatures, config_space
 
 
