@@ -67,6 +67,30 @@ def test_unsupported_layer_stays_dense_and_exact():
         tvm_dual.compile_dual(model, (x,), insensitive_ratio={"fc1": 0.5})
 
 
+class _EmptySliceOutput(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(24, 40)
+
+    def forward(self, x):
+        y = torch.tanh(self.fc(x))
+        return y, y[:, :0]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_an_output_with_no_elements_compiles_and_matches(ratio):
+    model = _EmptySliceOutput().eval()
+    x = torch.randn(1, 24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tvm_dual.DualCompileWarning)  # few calibration rows
+        mod = tvm_dual.compile_dual(model, (x,), calibration=_data(4, 24), insensitive_ratio=ratio)
+    y, empty = mod(x)
+    assert tuple(empty.shape) == (1, 0)
+    if ratio == 0.0:
+        with torch.no_grad():
+            assert (y - model(x)[0]).abs().max().item() <= 1e-5
+
+
 class _ReusedPreActivation(torch.nn.Module):
     """fc's output feeds tanh and is also used on its own; the same layer then feeds a plain tanh."""
 

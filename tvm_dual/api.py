@@ -111,9 +111,9 @@ def _plan_layers(
     for site in tqdm(dual_sites, desc="fitting little modules", unit="layer", disable=None, leave=False):
         x = fitting_rows(captured[site.key])
         W, b = weights[site.key]
-        if len(x) < 1000:
+        if len(captured[site.key]) < 1000:
             warnings.warn(
-                f"layer {names[site.key]!r} is calibrated on only {len(x)} input rows; pass more calibration "
+                f"layer {names[site.key]!r} is calibrated on only {len(captured[site.key])} input rows; pass more calibration "
                 f"data for a useful little module",
                 DualCompileWarning,
                 stacklevel=3,

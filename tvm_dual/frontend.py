@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -194,7 +195,10 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
         except Exception as err:
             raise ModelImportError(f"torch.export failed on {type(model).__name__}: {err}") from err
         try:
-            mod = from_exported_program(exported, keep_params_as_input=False)
+            with warnings.catch_warnings():
+                # torch 2.13's own run_decompositions warns about its own pytree use; nothing a user can change
+                warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+                mod = from_exported_program(exported, keep_params_as_input=False)
         except Exception as err:
             dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()} - {"float32"})
             hint = f" (its parameters are {', '.join(dtypes)}: tvm_dual compiles float32 models, see model.float())" if dtypes else ""

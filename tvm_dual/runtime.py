@@ -211,7 +211,7 @@ def _tree_builder(spec: pytree.TreeSpec):
 
 
 def _plain_tree(spec: pytree.TreeSpec) -> bool:
-    return spec.is_leaf() or (spec.type in (tuple, list) and all(_plain_tree(c) for c in spec.children_specs))
+    return spec.is_leaf() or (spec.type in (tuple, list) and all(_plain_tree(c) for c in spec.children()))
 
 
 def _tree_source(spec: pytree.TreeSpec, start: int) -> tuple[str, int]:
@@ -219,7 +219,7 @@ def _tree_source(spec: pytree.TreeSpec, start: int) -> tuple[str, int]:
     if spec.is_leaf():
         return f"leaves[{start}]", start + 1
     parts = []
-    for child in spec.children_specs:
+    for child in spec.children():
         part, start = _tree_source(child, start)
         parts.append(part)
     if spec.type is list:

@@ -34,7 +34,9 @@ class Elementwise(CPUScheduleRule):
         lanes = max(llvm_get_vector_width(target) // 32, 4)
         for info in try_inline(sch, block_infos):
             loops = sch.get_loops(info.block_rv)
-            if not loops:
+            # a zero-extent loop (an empty slice such as y[:, :0]) has nothing to schedule, and fusing it
+            # divides by zero inside TVM
+            if not loops or any(get_extent(sch, loop) == 0 for loop in loops):
                 continue
             fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
             extent = get_extent(sch, fused)
