@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .validation import is_integer, is_real
+
 CELLS = ("lstm", "gru")
 EOS = "<eos>"
+SEQUENCE = 35  # tokens per calibration sequence (the paper's BPTT length)
 
 
 def cache_dir() -> Path:
@@ -111,6 +115,12 @@ class LMConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        for field in ("hidden", "vocab"):
+            value = getattr(self, field)
+            if not is_integer(value) or value < 1:
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
 
     @property
     def name(self) -> str:
@@ -182,10 +192,12 @@ def _rnn_state(config: LMConfig, state: tuple[torch.Tensor, ...]):
 
 
 @torch.no_grad()
-def stream_inputs(lm: WordLM, ids: np.ndarray, chunk: int = 35, layer: bool = False) -> list[tuple[torch.Tensor, ...]]:
+def stream_inputs(lm: WordLM, ids: np.ndarray, chunk: int = SEQUENCE, layer: bool = False) -> list[tuple[torch.Tensor, ...]]:
     """StepLM (or LayerStep) inputs that cover a token stream in chunks of `chunk` tokens, each
     with the exact model's state at the chunk's start (zero at the stream's start): calibration
-    data over whole sequences."""
+    data over whole sequences. A stream shorter than one chunk is an error, not an empty list."""
+    if len(ids) < chunk:
+        raise ValueError(f"a stream of {len(ids)} tokens is shorter than one chunk of {chunk} tokens")
     lm.eval()
     state = lm.init_state(1)
     out = []
@@ -276,6 +288,19 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every_s: float = 300.0
 
+    def __post_init__(self) -> None:
+        # a zero, negative or NaN budget would divide by zero, or train without end at full learning rate
+        for field in ("budget_s", "lr", "clip", "checkpoint_every_s"):
+            value = getattr(self, field)
+            if not is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{field} must be a positive finite number, got {value!r}")
+        for field in ("batch", "bptt", "max_epochs"):
+            value = getattr(self, field)
+            if not is_integer(value) or value < 1:
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if self.max_steps is not None and (not is_integer(self.max_steps) or self.max_steps < 1):
+            raise ValueError(f"max_steps must be None or a positive integer, got {self.max_steps!r}")
+
 
 def batchify(ids: np.ndarray, batch: int) -> torch.Tensor:
     """(tokens,) -> (tokens // batch, batch): each column a contiguous stretch of the stream."""
@@ -336,9 +361,9 @@ def train_lm(
     state_dict = {"epoch": 0, "position": 0, "elapsed_s": 0.0, "best_valid_ppl": float("inf"), "history": []}
     best_path = checkpoint.with_name(checkpoint.stem + ".best.pt") if checkpoint else None
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = load_checkpoint(checkpoint, ("model_cfg", "model", "optimizer", "rng", "progress"))
         if saved["model_cfg"] != asdict(model_cfg):
-            raise ValueError(f"checkpoint {checkpoint} is for {saved['model_cfg']}, not {asdict(model_cfg)}")
+            raise CheckpointError(f"checkpoint {checkpoint} is for {saved['model_cfg']}, not {asdict(model_cfg)}")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
@@ -350,11 +375,8 @@ def train_lm(
     def save() -> None:
         if checkpoint is None:
             return
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model_cfg": asdict(model_cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(), "progress": state_dict}, tmp)
-        os.replace(tmp, checkpoint)
+        _save_atomically({"model_cfg": asdict(model_cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "rng": torch.get_rng_state(), "progress": state_dict}, checkpoint)
 
     last_save = time.monotonic()
     while state_dict["epoch"] < train_cfg.max_epochs and _progress(train_cfg, state_dict) < 1.0:
@@ -396,17 +418,15 @@ def train_lm(
             state_dict["best_valid_ppl"] = valid_ppl
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
             if best_path is not None:
-                best_path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"model_cfg": asdict(model_cfg), "model": best_state, "valid_ppl": valid_ppl,
-                            "train_cfg": asdict(train_cfg), "history": state_dict["history"]}, best_path)
+                _save_atomically({"model_cfg": asdict(model_cfg), "model": best_state, "valid_ppl": valid_ppl,
+                                  "train_cfg": asdict(train_cfg), "history": state_dict["history"]}, best_path)
         if epoch_done:
             state_dict["epoch"] += 1
             state_dict["position"] = 0
         save()
         last_save = time.monotonic()
     if best_path is not None and best_path.exists():
-        saved = torch.load(best_path, weights_only=False)
-        best_state = saved["model"]
+        best_state = load_checkpoint(best_path, ("model",))["model"]
     model.load_state_dict(best_state)
     model.eval()
     return model, {"best_valid_ppl": state_dict["best_valid_ppl"], "history": state_dict["history"]}
@@ -416,6 +436,30 @@ def checkpoint_path(model_cfg: LMConfig) -> Path:
     return cache_dir() / f"{model_cfg.name}.pt"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or lacks what it should hold; names the file."""
+
+
+def _save_atomically(obj: dict, path: Path) -> None:
+    """An interrupted save leaves the previous file, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, keys: Iterable[str]) -> dict:
+    """torch.load of one of our checkpoints, with the keys it must hold; CheckpointError otherwise."""
+    try:
+        saved = torch.load(path, weights_only=False)
+    except Exception as err:  # torch raises pickle, zip and runtime errors alike on a damaged file
+        raise CheckpointError(f"cannot read the checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise CheckpointError(f"{path} is not a PTB checkpoint of scripts/train_ptb.py: it lacks {', '.join(missing)}")
+    return saved
+
+
 def load_trained(name_or_path: str | os.PathLike) -> tuple[WordLM, dict]:
     """A trained model by name ("lstm-750") or by the path of its .best.pt file."""
     path = Path(name_or_path)
@@ -423,13 +467,38 @@ def load_trained(name_or_path: str | os.PathLike) -> tuple[WordLM, dict]:
         path = cache_dir() / f"{name_or_path}.best.pt"
     if not path.exists():
         raise FileNotFoundError(f"no trained PTB model at {path}; run scripts/train_ptb.py first")
-    saved = torch.load(path, weights_only=False)
-    model = WordLM(LMConfig(**saved["model_cfg"]))
-    model.load_state_dict(saved["model"])
+    saved = load_checkpoint(path, ("model_cfg", "model"))
+    if "progress" in saved:
+        warnings.warn(f"{path} is a resume checkpoint: the last training state, not the best model by validation "
+                      f"perplexity ({path.with_name(path.stem + '.best.pt')})", stacklevel=2)
+    try:
+        model = WordLM(LMConfig(**saved["model_cfg"]))
+        model.load_state_dict(saved["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"the checkpoint {path} does not describe a PTB model: {str(err).splitlines()[0]}") from err
     return model.eval(), saved
 
 
 # ---- evaluation of compiled models ------------------------------------------------------------
+def check_evaluation_options(
+    ratios: Iterable[float], test_tokens: int | None, calibration_tokens: int, validation_tokens: int
+) -> list[float]:
+    """The options of evaluate_compiled, checked before anything is loaded or compiled (a bad ratio
+    found after the good ones had run lost their results); returns the ratios as floats."""
+    ratios = list(ratios)
+    if not ratios:
+        raise ValueError("no insensitive ratios to evaluate")
+    for ratio in ratios:
+        if not is_real(ratio) or not 0.0 <= ratio < 1.0:
+            raise ValueError(f"insensitive ratios must lie in [0, 1), got {ratio!r}")
+    if test_tokens is not None and (not is_integer(test_tokens) or test_tokens < 1):
+        raise ValueError(f"test tokens must be a positive integer (or None: the whole test set), got {test_tokens!r}")
+    for what, count in (("calibration", calibration_tokens), ("validation", validation_tokens)):
+        if not is_integer(count) or count < SEQUENCE:
+            raise ValueError(f"{what} tokens must be at least one sequence of {SEQUENCE}, got {count!r}")
+    return [float(ratio) for ratio in ratios]
+
+
 def evaluate_compiled(
     name: str,
     ratios: Iterable[float],
@@ -442,11 +511,10 @@ def evaluate_compiled(
 ) -> dict:
     """Test perplexity of the compiled StepLM at batch 1, one token at a time, per insensitive
     ratio of the recurrent layer (the decoder and embedding stay dense), with its stats."""
-    import warnings
-
     import tvm_dual
     from tvm_dual.bench.machine import git_revision
 
+    ratios = check_evaluation_options(ratios, test_tokens, calibration_tokens, validation_tokens)
     lm, saved = load_trained(name)
     corpus = load_corpus()
     test = corpus.test if test_tokens is None else corpus.test[: test_tokens + 1]
