@@ -46,8 +46,17 @@ def default_gemv_config(vector_bits: int) -> GemvConfig:
     far / adjacent time paired in one process (400 pairs, Zen 3, 2026-12-03): 0.81 / 0.85 cold,
     0.76 / 0.72 hot at 1 / 2 threads (cold, one thread: 1,111 -> 908 us); a hand-written C GEMV
     read 17.4 GB/s as groups of six neighbouring rows and 21.6 GB/s as six streams, the bandwidth
-    probe's rate."""
-    return GemvConfig(lanes=register_lanes(vector_bits))
+    probe's rate.
+
+    With 512-bit vectors, four rows (four streams, 64 accumulator floats as AVX2's eight rows): on
+    Zen 4 (znver4, 2026-12-04) four / eight rows' time, paired in one process (300 cold and 200 hot
+    pairs, which goes first swapping; scratch script) on 4096x1024, 10000x750, 3000x750, 512x784
+    and 6000x1500 was 0.79-0.91 cold and 0.80-0.97 hot at one thread, 0.92-0.95 cold and 0.89-0.96
+    hot at two but 1.13 for 10000x750 hot; `scripts/bench_gemv.py` (interleaved medians) gave the
+    same at one thread and 0.95-1.07 cold at two (docs/RESULTS.md, "Zen 4 spot checks"). The dual
+    kernel's gathers keep eight rows: four were 1.02-1.08x slower cold there."""
+    lanes = register_lanes(vector_bits)
+    return GemvConfig(rows_per_group=4 if lanes >= 16 else 8, lanes=lanes)
 
 
 @dataclass(frozen=True)
