@@ -56,6 +56,12 @@ def test_seeded_compiles_are_identical(mlp):
         assert torch.equal(a(x), b(x))
 
 
+def test_the_few_rows_warning_counts_every_calibration_row(mlp):
+    # every other row chooses thresholds and the rest fit the little module; the warning counts them all
+    with pytest.warns(tvm_dual.DualCompileWarning, match="'0' is calibrated on only 128 input rows"):
+        tvm_dual.compile_dual(mlp, (torch.randn(1, 64),), calibration=_data(2, 64), insensitive_ratio={"0": 0.5})
+
+
 def test_unsupported_layer_stays_dense_and_exact():
     model = GeluMLP().eval()
     x = torch.randn(1, 40)

@@ -81,6 +81,14 @@ def test_dual_conv_computes_on_each_input_when_calibrated_at_the_example_shape(b
     assert mod.executor == "kernel plan"
 
 
+def test_little_calibration_warns_as_a_compile_warning():
+    """The convolution's warning is a DualCompileWarning, as the linear layers' is: filters and the
+    benchmark's warning report select that class."""
+    calibration = [torch.randn(1, 3, 8, 8) for _ in range(2)]
+    with pytest.warns(tvm_dual.DualCompileWarning, match="'conv' is calibrated on only 128 output pixels"):
+        tvm_dual.compile_dual(_OneConv().eval(), (torch.randn(1, 3, 8, 8),), calibration=calibration, insensitive_ratio=0.5)
+
+
 def test_passes_leave_the_module_they_are_given_unchanged():
     from tvm_dual.conv_sites import find_conv_sites
     from tvm_dual.frontend import import_model

@@ -254,3 +254,26 @@ def test_calibration_captures_the_exact_states_of_every_step(cell):
             _, state = lm.rnn(xs[-1], state)
     np.testing.assert_allclose(x, torch.cat(xs).reshape(steps, -1).numpy(), atol=1e-6)
     np.testing.assert_allclose(h, np.array(hs), atol=1e-5)
+
+
+def test_importing_a_recurrent_model_passes_on_no_warnings_of_torchs_own():
+    """torch.export warns that nn.LSTM's _flat_weights should be buffers, and torch 2.13's
+    run_decompositions about its own pytree use: nothing a user of nn.LSTM can act on, printed on
+    every compile. A warning about the user's own attributes must still come through."""
+    import warnings
+
+    class _Flagged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16)
+
+        def forward(self, x):
+            self.scale = torch.ones(1)  # an attribute assigned in forward: torch's warning is the user's to see
+            return self.rnn(x)[0] * self.scale
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import_model(nn.LSTM(8, 16), (torch.randn(3, 1, 8),))
+    assert [str(w.message) for w in caught] == []
+    with pytest.warns(UserWarning, match="self.scale"):
+        import_model(_Flagged(), (torch.randn(3, 1, 8),))

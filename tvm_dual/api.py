@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from tvm.relax.dpl import rewrite_call
 
 from .calibrate import capture_layer_inputs
+from .compile_warning import DualCompileWarning
 from .conv_plan import CONV_LITTLE, ConvPlan, conv_layer_names, conv_ratios, plan_conv_layers, split_ratios
 from .conv_sites import ConvSite, find_conv_sites
 from .frontend import ImportedModel, import_model, input_batches, normalize_inputs
@@ -48,9 +49,6 @@ from .target import (
 from .transform.expose_dual_counters import COUNTER_LAYERS_ATTR
 from .transform.pipeline import compile_module, rewrite_passes
 from .transform.recurrent_gate_rewrite import RecurrentGateRewrite
-
-class DualCompileWarning(UserWarning):
-    """Something in the model was compiled differently from what was asked."""
 
 
 def _layer_names(sites: list[LinearSite], names_by_digest: dict[str, str]) -> dict[str, str]:

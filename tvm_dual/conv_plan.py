@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import calibrate
+from .compile_warning import DualCompileWarning
 from .conv_sites import ConvGeometry, ConvSite, find_conv_sites
 from .frontend import ImportedModel, import_model, normalize_inputs
 from .kernels.dual_conv2d import DualConvConfig, default_dual_conv_config
@@ -232,6 +233,7 @@ def plan_conv_layers(
             warnings.warn(
                 f"convolution {names[site.key]!r} is calibrated on only {len(patches)} output pixels; pass more "
                 f"calibration data for a useful little module",
+                DualCompileWarning,
                 stacklevel=3,
             )
         W = site.weight.reshape(g.c_out, -1)

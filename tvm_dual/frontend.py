@@ -184,6 +184,9 @@ def take_index_bounds(func: relax.Function) -> dict[int, int]:
     return bounds
 
 
+_RNN_FLAT_WEIGHTS_WARNING = r"The tensor attributes (self(\.\w+)*\._flat_weights\[\d+\](, )?)+ were assigned during export"
+
+
 def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
     """Export `model` at the shapes of `example_inputs` and translate it to Relax."""
     if not isinstance(model, torch.nn.Module):
@@ -191,7 +194,11 @@ def import_model(model: torch.nn.Module, example_inputs) -> ImportedModel:
     inputs = normalize_inputs(example_inputs)
     with eval_mode(model), torch.no_grad():
         try:
-            exported = torch.export.export(model, inputs)
+            with warnings.catch_warnings():
+                # nn.LSTM/nn.GRU reassign their own _flat_weights while being traced; torch then warns that
+                # the model should register them as buffers, which a user of those modules cannot do
+                warnings.filterwarnings("ignore", message=_RNN_FLAT_WEIGHTS_WARNING, category=UserWarning)
+                exported = torch.export.export(model, inputs)
         except Exception as err:
             raise ModelImportError(f"torch.export failed on {type(model).__name__}: {err}") from err
         try:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .compile_warning import DualCompileWarning
 from .frontend import eval_mode, normalize_inputs
 from .kernels.dual_dense import DualDenseShape, little_bytes
 from .kernels.dual_gates import CELLS, gate_little_bytes
@@ -107,7 +108,7 @@ def planning_ratios(
             f"a quality budget searches nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell and nn.GRUCell layers only; "
             f"{len(exact)} layer(s) stay exact: "
             f"{', '.join(exact)}",
-            _warning_class(),
+            DualCompileWarning,
             stacklevel=4,
         )
     return {name: budget.steps[-1] for name, ok in candidates.items() if ok}
@@ -132,11 +133,6 @@ def _recurrent_layer_of(model: torch.nn.Module, name: str):
             return rnn, int(index)
     return None
 
-
-def _warning_class():
-    from .api import DualCompileWarning  # api imports this module
-
-    return DualCompileWarning
 
 
 class _Layer:
