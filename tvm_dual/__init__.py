@@ -11,7 +11,7 @@ from ._version import __version__
 # entry points (the `tvm-dual` command's --help, benchmark workers for numpy or ONNX Runtime) do not
 # pay for importing torch and tvm.
 _EXPORTS = {
-    "DualCompileWarning": ".api",
+    "DualCompileWarning": ".compile_warning",
     "compile_dual": ".api",
     "DualKernelConfig": ".kernels.dual_dense",
     "LittleConfig": ".little",
@@ -30,7 +30,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .api import DualCompileWarning, compile_dual
+    from .api import compile_dual
+    from .compile_warning import DualCompileWarning
     from .frontend import ModelImportError
     from .kernels.dual_dense import DualKernelConfig
     from .little import LittleConfig
