@@ -11,7 +11,8 @@ count it tuned at, a shipped schedule runs at every thread count.
     python scripts/check_schedules.py schedules/skylake-avx512.json --target "llvm -mcpu=skylake-avx512" --threads 1 2
 
 Prints, per entry and thread count, the median tuned / default time ratio over the pairs (below
-1: tuned is faster), in how many pairs the tuned one was faster, and the rule's verdict.
+1: tuned is faster), in how many pairs the tuned one was faster, and the rule's verdict; then the
+same pairs timed warm (calls back to back) and the tuner's warm guard (schedules.loses_warm).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from tvm_dual.target import resolve_target
 from tvm_dual.tuning.measure import LocalMeasurer, MeasureOptions
-from tvm_dual.tuning.schedules import beats_defaults
+from tvm_dual.tuning.schedules import beats_defaults, loses_warm
 from tvm_dual.tuning.space import config_from_dict
 from tvm_dual.tuning.workload import workload_from_dict
 
@@ -53,8 +54,14 @@ def main() -> None:
                 continue
             ratios = paired.ratios
             verdict = "beats the defaults" if beats_defaults(ratios) else "no clear lead"
+            warm = measurer.measure_pair(workload, tuned, default, args.pairs, options=MeasureOptions(cold=False))
+            if warm.error:
+                warm_verdict = f"warm: failed: {warm.error}"
+            else:
+                warm_verdict = (f"warm {np.median(warm.ratios):.3f} "
+                                f"({'slower: the tuner refuses it' if loses_warm(warm.ratios) else 'not slower'})")
             print(f"{threads} thread(s) {key}: tuned / defaults {np.median(ratios):.3f} (median of {len(ratios)} pairs, "
-                  f"tuned faster in {sum(r < 1 for r in ratios)}): {verdict}", flush=True)
+                  f"tuned faster in {sum(r < 1 for r in ratios)}): {verdict}; {warm_verdict}", flush=True)
 
 
 if __name__ == "__main__":

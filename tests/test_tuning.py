@@ -67,12 +67,15 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     assert second.resumed == 10 and len(second.history) == 3 and len(records) >= 13 + 2 * 4
     assert len({r.config for r in records}) == 13
     default = WORKLOAD.default_config(host_target())
-    paired = [r for r in records if r.pair is not None]
+    paired = [r for r in records if r.pair is not None and r.method == "cold"]
     assert all(r.error is None for r in paired), [r.error for r in paired]
     verified = {r.config for r in paired} - {default}
     assert len(verified) <= 3 and len(paired) == 2 * 8 * len(verified)  # 8 pairs per finalist, each with the default
+    # a finalist that passed them was then timed warm against the default, 8 pairs too
+    guarded = {r.config for r in records if r.pair is not None and r.method == "warm"} - {default}
+    assert guarded <= verified and len([r for r in records if r.method == "warm"]) == 2 * 8 * len(guarded)
     assert second.schedule == default or second.schedule in verified  # only a verified finalist replaces the defaults
-    best_times = [r.time_s for r in read_records(log) if r.config == second.best_config]
+    best_times = [r.time_s for r in read_records(log) if r.config == second.best_config and r.method == "cold"]
     assert len(best_times) >= 3 and second.best_time_s == pytest.approx(float(np.median(best_times)))
 
     target = target_to_string(host_target())
@@ -199,6 +202,13 @@ def test_a_finalist_replaces_the_defaults_only_if_it_beats_them_in_pairs():
     assert entry.config == real and entry.time_s == pytest.approx(0.9e-4)
     # the pair ids survive the log's JSON
     assert Record.from_json(records[-1].to_json()).pair == "b:23" and "pair" not in json.loads(records[0].to_json())
+    # timed warm against the defaults, a passing finalist that is slower there is refused
+    warm = [Record(WORKLOAD, target, c, t, method="warm", pair=f"w:{i}")
+            for i in range(16) for c, t in ((real, 1.2e-5), (default, 1e-5))]
+    assert distill(records + warm, target)[WORKLOAD.shape_key].config == default
+    warm_ok = [Record(WORKLOAD, target, c, t, method="warm", pair=f"v:{i}")
+               for i in range(16) for c, t in ((real, 1.03e-5), (default, 1e-5))]
+    assert distill(records + warm_ok, target)[WORKLOAD.shape_key].config == real  # within the noise margin
 
 
 def test_cold_cache_times_are_not_compared_with_warm_ones(tmp_path):
@@ -401,7 +411,8 @@ def test_check_schedules_times_a_tuned_entry_against_the_defaults(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [l for l in done.stdout.splitlines() if WORKLOAD.shape_key in l]
     assert line.startswith("1 thread(s)") and "tuned / defaults" in line and "median of 3 pairs" in line
-    assert line.endswith("no clear lead")  # three pairs can never pass the sign test
+    assert "no clear lead; warm " in line  # three pairs can never pass the sign test
+    assert line.endswith(("(not slower)", "(slower: the tuner refuses it)"))
 
 
 def test_metaschedule_tunes_the_legalized_dense_layers():

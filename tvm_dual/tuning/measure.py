@@ -216,9 +216,11 @@ class _Measurer:
         return Measurement(config, time_s, error)
 
     def measure_pair(
-        self, workload: DualWorkload, a: DualKernelConfig, b: DualKernelConfig, pairs: int
+        self, workload: DualWorkload, a: DualKernelConfig, b: DualKernelConfig, pairs: int,
+        options: MeasureOptions | None = None,
     ) -> PairedMeasurement:
-        """a and b timed alternately in one process (measure_pair_in_session)."""
+        """a and b timed alternately in one process (measure_pair_in_session); `options` replaces
+        the measurer's own for this measurement (the tuner's warm guard)."""
         built = [self._build(workload, c) for c in (a, b)]
         errors = [error for _, error in built if error]
         if errors:
@@ -226,7 +228,7 @@ class _Measurer:
         try:
             times, error = self._in_session(
                 measure_pair_in_session, tuple(library for library, _ in built), workload.kernel, workload.to_dict(),
-                (a.to_dict(), b.to_dict()), self.builder.vector_bits, self.options, pairs,
+                (a.to_dict(), b.to_dict()), self.builder.vector_bits, options or self.options, pairs,
             )
         except Exception as err:
             times, error = [], _failure(self.failure_kind, err)

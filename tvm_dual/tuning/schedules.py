@@ -33,6 +33,12 @@ KEEP_MARGIN = 0.05
 # finalists that side-by-side checks found 8-20% slower than the defaults on znver5 and 0.97-1.14x
 # their time on znver3 (schedules/README.md).
 VERIFY_P = 0.05
+# A finalist that passed its cold pairs is then timed warm against the defaults (tuner.py) and is
+# refused if its median warm ratio is above this: TVM's cold measurement (clflush of the arguments)
+# leaves the TLB and page tables warm and never times back-to-back calls, and on znver4 it passed a
+# Linear 1024->4096 entry that took 1.20 / 2.03x the defaults' time hot at 1 / 2 threads
+# (schedules/README.md; the same had happened on znver5 and skylake-avx512, found by hand).
+WARM_GUARD_RATIO = 1 + KEEP_MARGIN
 TUNED_RATIO = 0.5  # of several tuned ratios of one shape, the schedule comes from the nearest to this
 # The shipped schedules live next to the package (the repository's schedules/ directory);
 # TVM_DUAL_SCHEDULES points elsewhere.
@@ -87,13 +93,20 @@ def beats_defaults(ratios: Sequence[float]) -> bool:
     return float(np.median(ratios)) <= 1 - KEEP_MARGIN and chance <= VERIFY_P
 
 
+def loses_warm(ratios: Sequence[float]) -> bool:
+    """Whether warm-guard pairs (tuned / default time, calls back to back) show the tuned
+    configuration slower than the defaults by more than the noise margin."""
+    return bool(ratios) and float(np.median(ratios)) > WARM_GUARD_RATIO
+
+
 def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
     """Per shape key, for one target string, the configuration with the lowest median over its
     successful records (the minimum of single noisy measurements would reward the luckiest),
     from cold-cache records where a shape has any, and from the workload tuned nearest the
     headline ratio where a shape was tuned at several. A tuned configuration replaces the defaults
     only with a clear lead: where finalists were verified in pairs against the defaults, the
-    fastest that passed beats_defaults; in older logs without pairs, a median KEEP_MARGIN below."""
+    fastest that passed beats_defaults and, where it has warm-guard pairs, not loses_warm; in
+    older logs without pairs, a median KEEP_MARGIN below."""
     times: dict[tuple[str, str, DualKernelConfig], list[float]] = {}
     workloads: dict[tuple[str, str, DualKernelConfig], object] = {}
     counts: dict[tuple[str, str], int] = {}
@@ -119,8 +132,9 @@ def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
         default = entry.workload.default_config(defaults_target)
         default_times = times.get((key, method, default), [])
         verified = paired_ratios(pairs.get((key, method), {}), default)
+        warm_guard = paired_ratios(pairs.get((key, "warm"), {}), default) if method == "cold" else {}
         if verified:
-            passed = [c for c, ratios in verified.items() if beats_defaults(ratios)]
+            passed = [c for c, ratios in verified.items() if beats_defaults(ratios) and not loses_warm(warm_guard.get(c, []))]
             choice = min(passed, key=lambda c: float(np.median(times[(key, method, c)]))) if passed else default
             entry = ScheduleEntry(
                 choice, float(np.median(times[(key, method, choice)])), workloads[(key, method, choice)], entry.measured,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,7 +21,7 @@ from ..kernels.dual_dense import DualKernelConfig
 from ..target import target_to_string
 from .cost_model import XGBCostModel
 from .records import Record, append_records, read_records
-from .schedules import beats_defaults, distill
+from .schedules import beats_defaults, distill, loses_warm
 from .space import features
 from .workload import DualWorkload
 
@@ -78,7 +78,8 @@ def tune_dual_kernel(
     the defaults in a separate side-by-side run), so last the fastest finalists whose medians beat
     the default's (three at most) are timed against the default in `verify_pairs` pairs, the two
     alternating in one process (measure.measure_pair_in_session), until one passes
-    schedules.beats_defaults; result.schedule is what schedules.distill makes of the workload's
+    schedules.beats_defaults and then, timed warm in as many pairs, is not slower than the default
+    there (schedules.loses_warm); result.schedule is what schedules.distill makes of the workload's
     records of this measurer (`tvm-dual tune` distills the whole log into the schedule file)."""
     if strategy not in ("xgb", "random"):
         raise ValueError(f"strategy must be 'xgb' or 'random', got {strategy!r}")
@@ -144,19 +145,36 @@ def tune_dual_kernel(
             break
         run([short[i] for i in rng.permutation(len(short))])
     # Verification: the finalists that beat the default's median, fastest first, in pairs against it
+    # and, for a cold search, the one that passes timed warm against it too (schedules.loses_warm)
     ok = _successful(measured)
     if verify_pairs and default in ok:
+        warm = replace(measurer.options, cold=False)
+
+        def pair_records(paired, method_of_pairs: str) -> list[Record]:
+            tag = uuid.uuid4().hex[:12]
+            return [
+                Record(workload, target, config, t, None, measurer.name, method_of_pairs, pair=f"{tag}:{i}")
+                for i, times in enumerate(paired.times_s) for config, t in zip(paired.configs, times)
+            ]
+
         for finalist in [c for c in sorted(ok, key=ok.get) if ok[c] < ok[default]][:3]:
             paired = measurer.measure_pair(workload, finalist, default, verify_pairs)
             if paired.error:
                 log([Record(workload, target, finalist, None, paired.error, measurer.name, method)])
                 continue
-            tag = uuid.uuid4().hex[:12]
-            log([
-                Record(workload, target, config, t, None, measurer.name, method, pair=f"{tag}:{i}")
-                for i, times in enumerate(paired.times_s) for config, t in zip(paired.configs, times)
-            ])
-            if beats_defaults(paired.ratios):
+            log(pair_records(paired, method))
+            if not beats_defaults(paired.ratios):
+                continue
+            if method != "cold":
+                break
+            guard = measurer.measure_pair(workload, finalist, default, verify_pairs, options=warm)
+            # not through log(): warm times are not this search's measurements
+            guard_records = ([Record(workload, target, finalist, None, guard.error, measurer.name, warm.method)]
+                             if guard.error else pair_records(guard, warm.method))
+            if log_path:
+                append_records(log_path, guard_records)
+            records.extend(guard_records)
+            if guard.error or not loses_warm(guard.ratios):  # a failed guard refuses nothing: distill cannot tell
                 break
     entry = distill(records, target).get(workload.shape_key)
     result.schedule = entry.config if entry else None
