@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import tvm
 
 import tvm_dual
 from tvm_dual.target import host_target, target_to_string
@@ -431,3 +432,40 @@ def test_metaschedule_tunes_the_legalized_dense_layers():
     # and it must be the PrimFunc the lowering pipeline compiles, whose tanh LegalizeFastActivations
     # made rational: a record for TVM's tanh never matched it (the bench ran the dlight fallback, 17 ms)
     assert [t.task_name for t in tasks] == ["fused_matmul_add_fast_tanh"]
+
+
+def test_a_metaschedule_database_is_applied_without_tvms_creation_warning(tmp_path, capfd):
+    """compile_dual and the benchmark's MetaSchedule build hand the lowering pipeline a database
+    folder. A record in it must schedule its PrimFunc (here a distinctive split of the output loop
+    into 8 x 5), and TVM must not log "Creating JSONDatabase" on every compile, as it does when
+    MetaScheduleApplyDatabase opens the folder itself."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_dual.frontend import import_model
+    from tvm_dual.transform.pipeline import lowering_pipeline, rewrite_passes
+    from tvm_dual.tuning.dense_metaschedule import dense_tuning_module
+
+    model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Tanh()).eval()
+    imported = import_model(model, (torch.randn(1, 24),))
+    target = host_target()
+    (task,) = ms.relax_integration.extract_tasks(dense_tuning_module(imported.mod, target, gemv_template=False), target)
+    func = task.dispatched[0]
+    sch = s_tir.Schedule(func)
+    _, outputs, _ = sch.get_loops(sch.get_sblock("matmul"))
+    sch.split(outputs, factors=[None, 5])
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, database.commit_workload(func), run_secs=[1e-6], target=target,
+        args_info=ms.arg_info.ArgInfo.from_prim_func(func["main"]),
+    ))
+    mod = tvm.transform.Sequential(rewrite_passes(None, report_counters=False, gemv_template=False))(imported.mod)
+    capfd.readouterr()
+
+    def scripts(database_dir):
+        lowered = lowering_pipeline(target, database_dir)(mod)
+        return "\n".join(f.script() for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+    split = "T.grid(T.int64(1), T.int64(8), T.int64(5)"
+    assert split in scripts(tmp_path) and split not in scripts(None)
+    assert "Creating JSONDatabase" not in capfd.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -66,8 +67,10 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
 
     @tvm.transform.module_pass(opt_level=0, name="TvmDualLowering")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        tuned = [relax.transform.MetaScheduleApplyDatabase(str(database))] if database else []
-        with target:
+        # the pass reads the database in scope; given only a folder it opens one itself and logs a
+        # C++ warning ("Creating JSONDatabase") on every compile of a host that has a database
+        with target, (_open_database(database) if database else contextlib.nullcontext()):
+            tuned = [relax.transform.MetaScheduleApplyDatabase()] if database else []
             seq = tvm.transform.Sequential(
                 legalization_passes(target)
                 + tuned
@@ -78,6 +81,12 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
             return seq(mod)
 
     return _lower
+
+
+def _open_database(folder: str | os.PathLike):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(work_dir=str(folder), allow_missing=False)
 
 
 def compile_module(
