@@ -170,6 +170,11 @@ def test_training_saves_checkpoints_whole_and_resumes(tmp_path):
         ptb.load_trained(checkpoint)
     with pytest.raises(ptb.CheckpointError, match="is for"):
         ptb.train_lm(dataclasses.replace(config, hidden=9), corpus, train, checkpoint=checkpoint, log=lambda _: None)
+    # resuming says what changed, and that a spent budget leaves nothing to do
+    lines = []
+    ptb.train_lm(config, corpus, dataclasses.replace(train, lr=1e-3), checkpoint=checkpoint, log=lines.append)
+    assert any("resuming with changed training settings: lr 0.001 (was 0.002)" in line for line in lines), lines
+    assert any(line.startswith("nothing to train:") for line in lines), lines
 
 
 def test_sigterm_stops_training_and_removes_the_pid_file(tmp_path):

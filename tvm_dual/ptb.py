@@ -370,13 +370,20 @@ def train_lm(
         state_dict = saved["progress"]
         log(f"resumed {checkpoint}: epoch {state_dict['epoch']} position {state_dict['position']} "
             f"after {state_dict['elapsed_s']:.0f} s")
+        changed = {k: (v, getattr(train_cfg, k)) for k, v in saved.get("train_cfg", {}).items()
+                   if k != "budget_s" and v != getattr(train_cfg, k, v)}  # a longer budget is how one continues
+        if changed:
+            log("resuming with changed training settings: " + ", ".join(f"{k} {new} (was {old})" for k, (old, new) in changed.items()))
+        if _progress(train_cfg, state_dict) >= 1.0 or state_dict["epoch"] >= train_cfg.max_epochs:
+            log(f"nothing to train: {state_dict['elapsed_s']:.0f} s of the {train_cfg.budget_s:.0f} s budget and "
+                f"{state_dict['epoch']} of {train_cfg.max_epochs} epochs are spent (a larger budget continues)")
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def save() -> None:
         if checkpoint is None:
             return
         _save_atomically({"model_cfg": asdict(model_cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "rng": torch.get_rng_state(), "progress": state_dict}, checkpoint)
+                          "rng": torch.get_rng_state(), "progress": state_dict, "train_cfg": asdict(train_cfg)}, checkpoint)
 
     last_save = time.monotonic()
     while state_dict["epoch"] < train_cfg.max_epochs and _progress(train_cfg, state_dict) < 1.0:
