@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 _, record = ptb.train_lm(model_cfg, corpus, train_cfg, checkpoint=checkpoint, log=log)
             except ptb.CheckpointError as err:
-                print(f"error: {err} (move it away to start afresh)", file=sys.stderr)
+                print(f"error: {err}", file=sys.stderr)
                 return 2
             log(f"done: best validation perplexity {record['best_valid_ppl']:.2f}")
     finally:

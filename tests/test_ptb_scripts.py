@@ -168,7 +168,7 @@ def test_training_saves_checkpoints_whole_and_resumes(tmp_path):
     assert saved["valid_ppl"] == record["best_valid_ppl"] and lm.config == config
     with pytest.warns(UserWarning, match="gru-8.pt is a resume checkpoint: the last training state"):
         ptb.load_trained(checkpoint)
-    with pytest.raises(ptb.CheckpointError, match="is for"):
+    with pytest.raises(ptb.CheckpointError, match="is for a model with hidden 8; give the same settings to resume"):
         ptb.train_lm(dataclasses.replace(config, hidden=9), corpus, train, checkpoint=checkpoint, log=lambda _: None)
     # resuming says what changed, and that a spent budget leaves nothing to do
     lines = []

@@ -363,7 +363,10 @@ def train_lm(
     if checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint(checkpoint, ("model_cfg", "model", "optimizer", "rng", "progress"))
         if saved["model_cfg"] != asdict(model_cfg):
-            raise CheckpointError(f"checkpoint {checkpoint} is for {saved['model_cfg']}, not {asdict(model_cfg)}")
+            differ = ", ".join(f"{k} {saved['model_cfg'].get(k)!r}" for k, v in asdict(model_cfg).items()
+                               if saved["model_cfg"].get(k) != v)
+            raise CheckpointError(f"checkpoint {checkpoint} is for a model with {differ}; give the same settings to resume "
+                                  f"it, or move it away to start afresh")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
