@@ -35,10 +35,18 @@ def default_kernel_config(target: Target, n: int | None = None) -> DualKernelCon
     (tuning.measure's pairs, 32, random half of the rows, Zen 3, 2026-12-03): 4096 x 1024 rank 100
     0.96 / 0.92 cold and 0.96 / 0.99 hot at 1 / 2 threads; LSTM-750 gates 0.90 / 0.88 cold,
     GRU-750 0.96 / 0.94. On Zen 5 (2026-12-03 04:40, kernels alone) it had made no difference at
-    one thread and gained about 5% cold at two."""
+    one thread and gained about 5% cold at two.
+
+    With 512-bit vectors, ten gathered rows: on Zen 4 (znver4, 2026-12-04; half the rows, paired in
+    one process with eight, 200 cold pairs after a 128 MiB read and 150 hot pairs of 5 calls;
+    scratch script) ten / eight rows took 0.85-0.88 cold and 1.00 hot at one thread on 4096 x 1024
+    (0.90-0.95 and 0.99-1.04 at two), and 0.96-1.05 cold, 0.96-1.02 hot on the demo MLP's 512 x 784
+    and 256 x 512. Twelve rows gained as much cold but took up to 1.15x hot; six gained hot and not
+    cold (docs/RESULTS.md, Zen 4 spot checks)."""
+    lanes = register_lanes(vector_bits(target))
     config = DualKernelConfig(
-        rows_per_group=8,
-        lanes=register_lanes(vector_bits(target)),
+        rows_per_group=10 if lanes >= 16 else 8,
+        lanes=lanes,
         little_compute=default_little_compute(target),
         row_order="far",
     )

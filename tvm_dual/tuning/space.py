@@ -12,7 +12,8 @@ from ..kernels.dual_dense import BLOCKS_PER_SPAN, PARALLEL_PROJECTION_MIN, DualK
 from ..kernels.row_dot import MAX_ACCUMULATOR_FLOATS
 
 KNOB_VALUES: dict[str, tuple] = {
-    "rows_per_group": (1, 2, 4, 8, 12, 15),  # 12 and 15: AVX-512 register counts (32 vector registers)
+    # 10, 12 and 15: AVX-512 register counts (32 vector registers); 10 is the dense kernel's default there
+    "rows_per_group": (1, 2, 4, 8, 10, 12, 15),
     "lanes": (8, 16, 32, 64),
     "little_block": (16, 32, 64, 128),
     "prefetch": (False, True),
