@@ -335,6 +335,10 @@ def _progress(cfg: TrainConfig, progress: dict) -> float:
     return frac
 
 
+def _finished(cfg: TrainConfig, progress: dict) -> bool:
+    return progress["epoch"] >= cfg.max_epochs or _progress(cfg, progress) >= 1.0
+
+
 def _lr_at(cfg: TrainConfig, frac: float) -> float:
     frac = min(max(frac, 0.0), 1.0)
     floor = cfg.min_lr_fraction
@@ -377,7 +381,7 @@ def train_lm(
                    if k != "budget_s" and v != getattr(train_cfg, k, v)}  # a longer budget is how one continues
         if changed:
             log("resuming with changed training settings: " + ", ".join(f"{k} {new} (was {old})" for k, (old, new) in changed.items()))
-        if _progress(train_cfg, state_dict) >= 1.0 or state_dict["epoch"] >= train_cfg.max_epochs:
+        if _finished(train_cfg, state_dict):
             log(f"nothing to train: {state_dict['elapsed_s']:.0f} s of the {train_cfg.budget_s:.0f} s budget and "
                 f"{state_dict['epoch']} of {train_cfg.max_epochs} epochs are spent (a larger budget continues)")
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -389,7 +393,7 @@ def train_lm(
                           "rng": torch.get_rng_state(), "progress": state_dict, "train_cfg": asdict(train_cfg)}, checkpoint)
 
     last_save = time.monotonic()
-    while state_dict["epoch"] < train_cfg.max_epochs and _progress(train_cfg, state_dict) < 1.0:
+    while not _finished(train_cfg, state_dict):
         model.train()
         hidden = model.init_state(train_cfg.batch)
         loss_sum, loss_count, t_epoch = 0.0, 0, time.monotonic()

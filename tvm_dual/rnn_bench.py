@@ -46,8 +46,9 @@ def prepare(model: str, ratios: list[float], folder: Path, steps: int = 1, modes
     example = ptb.step_inputs(lm.config, layer=True)
     if steps > 1:
         example = (torch.zeros(steps, 1, lm.config.hidden), *example[1:])
-    calibration = ptb.stream_inputs(lm, corpus.train[:calibration_tokens], chunk=steps if steps > 1 else 35, layer=True)
-    validation = ptb.stream_inputs(lm, corpus.valid[:validation_tokens], chunk=steps if steps > 1 else 35, layer=True)
+    chunk = steps if steps > 1 else ptb.SEQUENCE
+    calibration = ptb.stream_inputs(lm, corpus.train[:calibration_tokens], chunk=chunk, layer=True)
+    validation = ptb.stream_inputs(lm, corpus.valid[:validation_tokens], chunk=chunk, layer=True)
     # timing inputs: the layer's real inputs along the test text
     real = ptb.stream_inputs(lm, corpus.test[: input_steps * steps + steps], chunk=steps, layer=True)[:input_steps]
     np.savez(folder / f"inputs-T{steps}.npz", *[np.concatenate([t.numpy().ravel() for t in item]) for item in real])

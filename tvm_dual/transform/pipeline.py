@@ -69,7 +69,7 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         # the pass reads the database in scope; given only a folder it opens one itself and logs a
         # C++ warning ("Creating JSONDatabase") on every compile of a host that has a database
-        with target, (_open_database(database) if database else contextlib.nullcontext()):
+        with target, (open_database(database) if database else contextlib.nullcontext()):
             tuned = [relax.transform.MetaScheduleApplyDatabase()] if database else []
             seq = tvm.transform.Sequential(
                 legalization_passes(target)
@@ -83,7 +83,8 @@ def lowering_pipeline(target: tvm.target.Target, database: str | os.PathLike | N
     return _lower
 
 
-def _open_database(folder: str | os.PathLike):
+def open_database(folder: str | os.PathLike):
+    """The MetaSchedule JSON database in `folder` (tvm-dual tune --dense writes it there)."""
     from tvm.s_tir import meta_schedule as ms
 
     return ms.database.JSONDatabase(work_dir=str(folder), allow_missing=False)

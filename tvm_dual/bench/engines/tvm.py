@@ -211,7 +211,7 @@ class TvmMetaScheduleEngine(Engine):
 
         from ...frontend import import_model
         from ...target import host_target
-        from ...transform.pipeline import compile_module
+        from ...transform.pipeline import compile_module, open_database
         from ...tuning.dense_metaschedule import database_dir, has_database, ms_tuning_module
 
         target = host_target()
@@ -219,7 +219,7 @@ class TvmMetaScheduleEngine(Engine):
         if not has_database(folder):
             raise EngineSkipped(f"no MetaSchedule tuning database at {folder} (tvm-dual tune --dense, or --ms-database)")
         start = time.perf_counter()
-        database = ms.database.JSONDatabase(work_dir=str(folder), allow_missing=False)
+        database = open_database(folder)
         imported = import_model(context.workload.model, context.workload.example_inputs)
         tasks = ms.relax_integration.extract_tasks(ms_tuning_module(imported.mod, target), target)
         tuned = [t.task_name for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None]
