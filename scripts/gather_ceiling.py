@@ -2,18 +2,18 @@
 one thread, side by side in one process.
 
 The dual kernel at a ratio reads the rows of W its little module marks sensitive. A C function
-(compiled here with the system's cc, -O3 -mavx2 -mfma) computes the dot products of exactly
-those rows, six rows in flight with two accumulators each, and nothing else: no little module, no
-masks, no call through TVM. It runs on the rows in two orders (row_dot.ROW_ORDERS): groups of six
-neighbouring selected rows, and "far" groups (the selected rows read as six long streams, as the
-kernels' default). Also timed: the dual kernel with no row exact (its fixed part), the C function
-over all rows (a plain GEMV, both orders), our dense GEMV kernel, and the benchmark's
-streaming-read kernel over a buffer the size of W (bench/bandwidth.py, the bound of the issue-5
-check). Every
-call follows a 128 MiB read (cold), the engines in a different order each round; prints medians
-and the median of the per-round ratios.
+(compiled here with the system's cc, -O3 -mavx2 -mfma) computes the dot products of exactly those
+rows and nothing else (no little module, no masks, no call through TVM), with a given number of
+rows in flight (--c-groups; one C engine per value) and two accumulators each. It runs on the rows
+in two orders (row_dot.ROW_ORDERS): groups of neighbouring selected rows, and "far" groups (the
+selected rows read as that many long streams, as the kernels' default). Also timed: the dual
+kernel with no row exact (its fixed part), the C function over all rows (a plain GEMV, both
+orders), our dense GEMV kernel, and the benchmark's streaming-read kernel over a buffer the size of
+W (bench/bandwidth.py, the bound of the issue-5 check). Every call follows a 128 MiB read (cold),
+the engines in a different order each round; prints medians, the median of the per-round ratios,
+and the ceiling: the fastest whole-matrix read over the fastest gather of the kernel's rows.
 
-    TVM_NUM_THREADS=1 python scripts/gather_ceiling.py --n 4096 --k 1024 --rank 100 --ratio 0.5
+    TVM_NUM_THREADS=1 python scripts/gather_ceiling.py --n 4096 --k 1024 --rank 100 --ratio 0.5 --c-groups 6 10
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import tvm
@@ -36,16 +37,17 @@ from tvm_dual.kernels.gemv import GemvShape, default_gemv_config, make_gemv
 from tvm_dual.target import host_target, vector_bits
 from tvm_dual.tuning.workload import DualWorkload
 
-C_GROUP = 6  # rows in flight in the C gather
-C_GATHER = r"""
+C_HEADER = r"""
 #include <immintrin.h>
 #include <stddef.h>
 static inline float hsum(__m256 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   a = _mm_hadd_ps(a, a); a = _mm_hadd_ps(a, a); return _mm_cvtss_f32(a);
 }
+"""
+C_GATHER = r"""
 /* y[idx[j]] = W[idx[j], :K] . x for j < cnt; rows `stride` floats apart, K a multiple of 16 */
-void gather_dot(const float* W, int stride, int K, const float* x, float* y, const int* idx, int cnt) {
+void GATHER_DOT(const float* W, int stride, int K, const float* x, float* y, const int* idx, int cnt) {
   enum { G = C_GROUP };
   int ng = cnt / G;
   for (int j = 0; j < ng; j++) {
@@ -69,18 +71,26 @@ void gather_dot(const float* W, int stride, int K, const float* x, float* y, con
 """
 
 
-def compile_c_gather(directory: str) -> ctypes.CDLL:
+def compile_c_gathers(directory: str, groups: list[int]) -> dict[int, Callable[..., None]]:
+    """One C gather per number of rows in flight, named gather_dot_<rows>."""
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None:
         raise SystemExit("no C compiler (cc, or $CC) on PATH: the C gather cannot be built")
     source, library = os.path.join(directory, "gather.c"), os.path.join(directory, "gather.so")
     with open(source, "w") as f:
-        f.write(f"#define C_GROUP {C_GROUP}\n" + C_GATHER)
+        f.write(C_HEADER)
+        for group in groups:
+            f.write(f"#define C_GROUP {group}\n#define GATHER_DOT gather_dot_{group}\n{C_GATHER}\n"
+                    "#undef C_GROUP\n#undef GATHER_DOT\n")
     subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-o", library, source], check=True)
     lib = ctypes.CDLL(library)
-    lib.gather_dot.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                               ctypes.c_void_p, ctypes.c_int]
-    return lib
+    functions = {}
+    for group in groups:
+        function = getattr(lib, f"gather_dot_{group}")
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_int]
+        functions[group] = function
+    return functions
 
 
 def main() -> None:
@@ -90,7 +100,11 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=100)
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--c-groups", type=int, nargs="+", default=[6], metavar="ROWS",
+                    help="rows in flight in the C gather; one C engine per value (default 6)")
     args = ap.parse_args()
+    if any(group < 1 for group in args.c_groups):
+        raise SystemExit(f"--c-groups must be positive, got {args.c_groups}")
     if args.k % 16:
         raise SystemExit("--k must be a multiple of 16 (the C gather has no tail loop for the rows' last floats)")
     if os.environ.get("TVM_NUM_THREADS") != "1":
@@ -118,11 +132,11 @@ def main() -> None:
     y = np.zeros(args.n, np.float32)
     all_rows = np.arange(args.n, dtype=np.int32)
 
-    def far(ids: np.ndarray) -> np.ndarray:
+    def far(ids: np.ndarray, group: int) -> np.ndarray:
         """The rows in the C function's group order for "far" groups: group j is ids[g * ngroups + j]."""
-        ngroups = len(ids) // C_GROUP
-        head = ids[: ngroups * C_GROUP].reshape(C_GROUP, ngroups).T.reshape(-1)
-        return np.ascontiguousarray(np.concatenate([head, ids[ngroups * C_GROUP :]]))
+        ngroups = len(ids) // group
+        head = ids[: ngroups * group].reshape(group, ngroups).T.reshape(-1)
+        return np.ascontiguousarray(np.concatenate([head, ids[ngroups * group :]]))
 
     gemv = tvm.compile(
         tvm.IRModule({"main": make_gemv(GemvShape(1, args.n, args.k, "tanh"), default_gemv_config(bits))}), target=target
@@ -135,22 +149,27 @@ def main() -> None:
     stream_sum = stream_sum_kernel()
 
     with tempfile.TemporaryDirectory() as tmp:
-        lib = compile_c_gather(tmp)
+        gathers = compile_c_gathers(tmp, args.c_groups)
 
-        def c_gather(ids: np.ndarray):
-            return lambda: lib.gather_dot(W.ctypes.data, W.shape[1], args.k, x.ctypes.data, y.ctypes.data, ids.ctypes.data,
-                                          len(ids))
+        def c_gather(group: int, ids: np.ndarray):
+            return lambda: gathers[group](W.ctypes.data, W.shape[1], args.k, x.ctypes.data, y.ctypes.data,
+                                          ids.ctypes.data, len(ids))
 
+        # Whole-matrix readers and gatherers of the kernel's rows, for the ceiling printed last.
+        whole, gathered = ["dense GEMV kernel", "streaming read of W's size"], ["dual kernel"]
         engines = {
             "dual kernel": (lambda: dual(*dual_args), 4 * args.k * len(rows)),
             "dual kernel, no row exact": (lambda: dual_none(*dual_none_args), 0),
-            "C gather, the same rows": (c_gather(rows), 4 * args.k * len(rows)),
-            "C gather, same rows, far": (c_gather(far(rows)), 4 * args.k * len(rows)),
-            "C gather, all rows": (c_gather(all_rows), W.nbytes),
-            "C gather, all rows, far": (c_gather(far(all_rows)), W.nbytes),
-            "dense GEMV kernel": (lambda: gemv(*gemv_args), W.nbytes),
-            "streaming read of W's size": (lambda: stream_sum(stream, stream_out), W.nbytes),
         }
+        for group in args.c_groups:
+            for label, ids, nbytes, kind in (("the same rows", rows, 4 * args.k * len(rows), gathered),
+                                             ("all rows", all_rows, W.nbytes, whole)):
+                for order, ordered in (("", ids), (", far", far(ids, group))):
+                    name = f"C gather x{group}, {label}{order}"
+                    engines[name] = (c_gather(group, ordered), nbytes)
+                    kind.append(name)
+        engines["dense GEMV kernel"] = (lambda: gemv(*gemv_args), W.nbytes)
+        engines["streaming read of W's size"] = (lambda: stream_sum(stream, stream_out), W.nbytes)
         flush = CacheFlusher(128 << 20, 1)
         times: dict[str, list[float]] = {name: [] for name in engines}
         for rnd in range(args.rounds):
@@ -166,12 +185,20 @@ def main() -> None:
     for name, (_, nbytes) in engines.items():
         us = 1e6 * float(np.median(times[name]))
         rate = f"{nbytes / us / 1e3:6.1f} GB/s of W rows" if nbytes else ""
-        print(f"  {name:30s} {us:8.1f} us  {rate}")
-    for a, b in (("dual kernel", "C gather, the same rows"), ("dual kernel", "C gather, same rows, far"),
-                 ("C gather, all rows, far", "C gather, same rows, far"), ("dense GEMV kernel", "dual kernel"),
-                 ("dense GEMV kernel", "C gather, all rows, far")):
+        print(f"  {name:36s} {us:8.1f} us  {rate}")
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    fastest_whole, fastest_gather = min(whole, key=median.get), min(gathered, key=median.get)
+    first = args.c_groups[0]
+    for a, b in (("dual kernel", f"C gather x{first}, the same rows"), ("dual kernel", f"C gather x{first}, the same rows, far"),
+                 (f"C gather x{first}, all rows, far", f"C gather x{first}, the same rows, far"),
+                 ("dense GEMV kernel", "dual kernel"), ("dense GEMV kernel", f"C gather x{first}, all rows, far"),
+                 (fastest_whole, fastest_gather)):
         ratio = np.array(times[a]) / np.array(times[b])
         print(f"  {a} / {b}: {np.median(ratio):.3f} (p10-p90 {np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f})")
+    # The most a gather of these rows can gain over reading all of W, by what this machine did here.
+    print(f"  ceiling: fastest whole read ({fastest_whole}, {1e6 * median[fastest_whole]:.1f} us) / fastest gather "
+          f"of the rows ({fastest_gather}, {1e6 * median[fastest_gather]:.1f} us) = "
+          f"{median[fastest_whole] / median[fastest_gather]:.3f}")
 
 
 if __name__ == "__main__":
