@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import tvm
+import tvm_ffi
 
 import tvm_dual
 from tvm_dual.target import host_target, target_to_string
@@ -469,3 +470,30 @@ def test_a_metaschedule_database_is_applied_without_tvms_creation_warning(tmp_pa
     split = "T.grid(T.int64(1), T.int64(8), T.int64(5)"
     assert split in scripts(tmp_path) and split not in scripts(None)
     assert "Creating JSONDatabase" not in capfd.readouterr().err
+
+
+def test_dense_tuning_of_a_gate_workload_tunes_the_benchmarks_layer_step():
+    """`tvm-dual tune --dense --shapes ptb750` tunes the PTB layer step the benchmark's tvm-ms engine
+    compiles (ptb.LayerStep): a random-weight model of the shape must give the trained model's
+    tasks, which take the weights as arguments."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_dual import ptb
+    from tvm_dual.frontend import import_model
+    from tvm_dual.tuning.cli import dense_models, gate_workload
+    from tvm_dual.tuning.dense_metaschedule import dense_tuning_module
+
+    target = host_target()
+
+    def tasks(model, inputs) -> list:
+        module = dense_tuning_module(import_model(model, inputs).mod, target, gemv_template=False)
+        return [(t.task_name, tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(module, target)]
+
+    ((name, model, inputs),) = dense_models([gate_workload("gru", 24, 24, 0.5)], None)
+    assert name == "gru-24 layer step" and isinstance(model, ptb.LayerStep)
+    config = ptb.LMConfig(cell="gru", hidden=24, vocab=50)
+    torch.manual_seed(3)
+    trained_like = ptb.LayerStep(ptb.WordLM(config))
+    assert tasks(model, inputs) == tasks(trained_like, ptb.step_inputs(config, layer=True))
+    with pytest.raises(SystemExit, match="input size = hidden"):
+        dense_models([gate_workload("lstm", 24, 16, 0.5)], None)

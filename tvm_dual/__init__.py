@@ -13,6 +13,9 @@ from ._version import __version__
 _EXPORTS = {
     "DualCompileWarning": ".compile_warning",
     "compile_dual": ".api",
+    "plan_dual": ".api",
+    "build_dual": ".api",
+    "PlannedModel": ".api",
     "DualKernelConfig": ".kernels.dual_dense",
     "LittleConfig": ".little",
     "RecurrentConfig": ".recurrent",
@@ -30,7 +33,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .api import compile_dual
+    from .api import PlannedModel, build_dual, compile_dual, plan_dual
     from .compile_warning import DualCompileWarning
     from .frontend import ModelImportError
     from .kernels.dual_dense import DualKernelConfig

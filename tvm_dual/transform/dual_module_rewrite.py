@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import rewrite_call
 
+from ..compile_warning import DualCompileWarning
 from ..kernels.dual_dense import DualDenseShape, make_dual_dense, pack_dual_constants
 from ..plan import DualLayerPlan, DualPlan
 from ..sites import (
@@ -35,8 +37,15 @@ class DualModuleRewrite:
     """Replace each planned linear + activation layer by the fused dual-module kernel.
 
     Weights must be Relax constants (torch import with keep_params_as_input=False, or BindParams).
-    Layers not in the plan are left as they are. The kernel returns (y, rows read); the counter is
-    dropped here and surfaced by ExposeDualCounters when wanted.
+    Layers not in the plan are left as they are. A planned layer the pass does not find (other
+    weights, or an input of dynamic shape) stays as it is too, with a DualCompileWarning naming it:
+    in a pipeline of one's own, a plan made for another import of the model would otherwise go
+    unused in silence. The kernel returns (y, rows read); the counter is dropped here and surfaced
+    by ExposeDualCounters when wanted.
+
+    Use outside compile_dual: planned = tvm_dual.plan_dual(model, inputs, calibration=...), then
+    DualModuleRewrite(planned.plan) on a Relax module imported from the same model with its weights
+    as constants, before legalization (see tests/test_transform_api.py).
     """
 
     def __init__(self, plan: DualPlan) -> None:
@@ -50,6 +59,17 @@ class DualModuleRewrite:
         for gvar, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
                 builder.update_func(gvar, relax.analysis.remove_all_unused(rewriter.rewrite(func)))
+        missed = [
+            f"{layer.name!r} ({rewriter.dynamic.get(key, 'no matmul with its weights and activation')})"
+            for key, layer in self.plan.layers.items()
+            if key not in rewriter.rewritten
+        ]
+        if missed:
+            warnings.warn(
+                f"DualModuleRewrite: {len(missed)} planned layer(s) not found, left as they are: {'; '.join(missed)}",
+                DualCompileWarning,
+                stacklevel=2,
+            )
         return builder.get()
 
 
@@ -61,15 +81,21 @@ class _LayerRewriter:
         self.padded = RowPaddedWeights(self.keys)
         self.kernels: dict[str, relax.GlobalVar] = {}
         self.constants: dict[str, list[relax.Constant]] = {}
+        self.rewritten: set[str] = set()  # keys of the planned layers replaced
+        self.dynamic: dict[str, str] = {}  # keys of planned layers matched but left: why
 
     def rewrite(self, func: relax.Function) -> relax.Function:
         pat = linear_pattern()
 
         def rewriter(expr, matches):
             layer = self.plan.get(match_key(matches, pat, self.keys, DUAL_ACTIVATIONS[expr.op.name]))
-            x_shape = static_shape(matches[pat.x])
-            if layer is None or x_shape is None:
+            if layer is None:
                 return expr
+            x_shape = static_shape(matches[pat.x])
+            if x_shape is None:
+                self.dynamic[layer.key] = "its input has no static shape"
+                return expr
+            self.rewritten.add(layer.key)
             batch = int(np.prod(x_shape[:-1]))
             bias = matches[pat.bias] if pat.bias in matches else None
             return self._emit(layer, matches[pat.x], matches[pat.weight], bias, x_shape, batch)

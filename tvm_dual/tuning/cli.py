@@ -8,6 +8,7 @@ Examples:
     tvm-dual tune --model mypkg.models:make --ratio 0.5         # factory -> (model, inputs[, calibration])
     tvm-dual tune --workload 1,4096,1024,81 --strategy both     # XGBoost vs random search, same run
     tvm-dual tune --gate-workload lstm,750,750,100              # one gate kernel: CELL,H,I,R[,hoisted]
+    tvm-dual tune --dense --shapes ptb750 --trials 64           # MetaSchedule: the dense PTB layer steps
 """
 
 from __future__ import annotations
@@ -65,15 +66,20 @@ def named_workloads(names: list[str], ratio: float, act: str = "tanh") -> list:
     return out
 
 
-def model_workloads(spec: str, ratio: float, target) -> list[DualWorkload]:
-    """Dual layers of a model from `module:factory`, planned as compile_dual would plan them."""
-    from ..api import plan_dual
-
+def load_factory(spec: str) -> tuple:
+    """(model, example inputs or None, calibration or None) from a `module:factory` spec."""
     module, _, attr = spec.partition(":")
     if not attr:
         raise SystemExit(f"--model expects module:factory, got {spec!r}")
     made = getattr(importlib.import_module(module), attr)()
-    model, inputs, calibration = (made + (None,))[:3] if isinstance(made, tuple) else (made, None, None)
+    return (made + (None, None))[:3] if isinstance(made, tuple) else (made, None, None)
+
+
+def model_workloads(spec: str, ratio: float, target) -> list[DualWorkload]:
+    """Dual layers of a model from `module:factory`, planned as compile_dual would plan them."""
+    from ..api import plan_dual
+
+    model, inputs, calibration = load_factory(spec)
     planned = plan_dual(model, inputs, target=target, calibration=calibration, insensitive_ratio=ratio)
     return [
         DualWorkload(s.batch, s.n, s.k, planned.plan.get(s.key).little.rank, s.act, ratio)
@@ -114,7 +120,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     what.add_argument("--ratio", type=float, default=0.5, help="insensitive ratio the inputs are built for")
     what.add_argument(
         "--dense", action="store_true",
-        help="tune dense layers of these shapes with MetaSchedule instead (Linear + tanh, no GEMV template)",
+        help="tune the dense models of these shapes with MetaSchedule instead, no GEMV template (Linear + tanh; "
+        "a gate workload: the PTB layer step; --model: that model), for the benchmark's tvm-ms engine",
     )
     how = parser.add_argument_group("budget and search")
     how.add_argument("--target", default=None, help='e.g. "llvm -mcpu=skylake-avx512" (default: this host)')
@@ -148,12 +155,12 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     workloads += [parse_gate_workload(w, args.ratio) for w in args.gate_workload]
     if args.shapes:
         workloads += named_workloads(args.shapes, args.ratio)
+    if args.dense:  # the dense models of these shapes, as the benchmark's tvm-ms engine compiles them
+        return _tune_dense(workloads, args.model, target, args)
     if args.model:
         workloads += model_workloads(args.model, args.ratio, target)
     if not workloads:
-        raise SystemExit("nothing to tune: give --shapes, --workload or --model")
-    if args.dense:
-        return _tune_dense([w for w in workloads if isinstance(w, DualWorkload)], target, args)
+        raise SystemExit("nothing to tune: give --shapes, --workload, --gate-workload or --model")
     options = MeasureOptions()
     if args.rpc_tracker:
         host, _, port = args.rpc_tracker.rpartition(":")
@@ -204,22 +211,50 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     return 0
 
 
-def _tune_dense(workloads: list[DualWorkload], target, args: argparse.Namespace) -> int:
-    """MetaSchedule-tune Linear(K -> N) + tanh at each workload's batch, without our GEMV template."""
+def dense_models(workloads: list, model_spec: str | None) -> list[tuple[str, object, tuple]]:
+    """(name, torch model, example inputs) of the dense models that --dense tunes: Linear(K -> N) +
+    tanh for a dense dual workload, the PTB layer step (ptb.LayerStep) for a gate workload, and the
+    model of --model as it is."""
     import torch
 
+    from .. import ptb
+
+    models = []
+    for w in dict.fromkeys(workloads):
+        if isinstance(w, DualWorkload):
+            model = torch.nn.Sequential(torch.nn.Linear(w.k, w.n), torch.nn.Tanh()).eval()
+            models.append((f"dense b{w.batch} n{w.n} k{w.k}", model, (torch.randn(w.batch, w.k),)))
+        elif w.input_size != w.hidden:  # the PTB models' layers; a step of other sizes has no model here
+            raise SystemExit(f"--dense tunes PTB layer steps (input size = hidden), got {w.cell} hidden {w.hidden} "
+                             f"input {w.input_size}; use --model for other recurrent models")
+        else:
+            config = ptb.LMConfig(cell=w.cell, hidden=w.hidden)
+            models.append((f"{w.cell}-{w.hidden} layer step", ptb.LayerStep(ptb.WordLM(config)),
+                           ptb.step_inputs(config, layer=True)))
+    if model_spec:
+        model, inputs, _ = load_factory(model_spec)
+        if inputs is None:
+            raise SystemExit(f"--dense --model needs example inputs: {model_spec} returned only a model")
+        models.append((model_spec, model, inputs))
+    return models
+
+
+def _tune_dense(workloads: list, model_spec: str | None, target, args: argparse.Namespace) -> int:
+    """MetaSchedule-tune the dense models of the workloads (dense_models), without our GEMV template.
+    The tasks' PrimFuncs take the weights as arguments, so a model with random weights tunes the
+    same tasks as a trained one of its shapes."""
     from ..frontend import import_model
     from .dense_metaschedule import database_dir, tune_dense_parts
 
+    models = dense_models(workloads, model_spec)
+    if not models:
+        raise SystemExit("nothing to tune: give --shapes, --workload, --gate-workload or --model")
     work_dir = database_dir(target, args.metaschedule_dir)
-    for w in dict.fromkeys((w.batch, w.n, w.k) for w in workloads):
-        batch, n, k = w
-        model = torch.nn.Sequential(torch.nn.Linear(k, n), torch.nn.Tanh()).eval()
-        imported = import_model(model, (torch.randn(batch, k),))
+    for name, model, inputs in models:
+        imported = import_model(model, inputs)
         started = time.time()
         records = tune_dense_parts(imported.mod, target, work_dir, args.trials, gemv_template=False)
-        print(f"dense b{batch} n{n} k{k}: {args.trials} MetaSchedule trials in {time.time() - started:.0f} s; "
-              f"{records} records in {work_dir}")
+        print(f"{name}: {args.trials} MetaSchedule trials in {time.time() - started:.0f} s; {records} records in {work_dir}")
     return 0
 
 
