@@ -497,3 +497,26 @@ def test_dense_tuning_of_a_gate_workload_tunes_the_benchmarks_layer_step():
     assert tasks(model, inputs) == tasks(trained_like, ptb.step_inputs(config, layer=True))
     with pytest.raises(SystemExit, match="input size = hidden"):
         dense_models([gate_workload("lstm", 24, 16, 0.5)], None)
+
+
+def test_the_reference_check_that_every_candidate_passes_before_it_is_timed():
+    """measure._load_checked runs each candidate on the workload's inputs and refuses it, with the
+    reason in its record, unless check_outputs passes: a kernel's true outputs pass, and wrong
+    values in 5% of the outputs, or a row count off by more than threshold ties explain, do not."""
+    from tvm_dual.target import vector_bits
+    from tvm_dual.tuning.workload import check_outputs
+
+    target = host_target()
+    bits = vector_bits(target)
+    w = DualWorkload(1, 200, 64, 8, "tanh", 0.5)
+    config = w.default_config(target)
+    kernel = tvm.compile(tvm.IRModule({"main": w.primfunc(config, bits)}), target=target)["main"]
+    arrays, expected = w.arguments(config, bits)
+    tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in arrays]
+    kernel(*tensors)
+    y, rows = w.result([t.numpy() for t in tensors[-w.outputs :]])
+    assert check_outputs(y, rows, expected, w.rows) is None
+    wrong = y.copy()
+    wrong.reshape(-1)[::20] += 0.5
+    assert "5.0% of outputs differ from the reference" == check_outputs(wrong, rows, expected, w.rows)
+    assert f"the reference reads {expected['rows']}" in check_outputs(y, rows + 5, expected, w.rows)
