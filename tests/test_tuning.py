@@ -489,7 +489,7 @@ def test_dense_tuning_of_a_gate_workload_tunes_the_benchmarks_layer_step():
         module = dense_tuning_module(import_model(model, inputs).mod, target, gemv_template=False)
         return [(t.task_name, tvm_ffi.structural_hash(t.dispatched[0])) for t in ms.relax_integration.extract_tasks(module, target)]
 
-    ((name, model, inputs),) = dense_models([gate_workload("gru", 24, 24, 0.5)], None)
+    ((name, model, inputs),) = dense_models([gate_workload("gru", 24, 24, 0.5), gate_workload("gru", 24, 24, 0.3)], None)
     assert name == "gru-24 layer step" and isinstance(model, ptb.LayerStep)
     config = ptb.LMConfig(cell="gru", hidden=24, vocab=50)
     torch.manual_seed(3)

@@ -219,24 +219,25 @@ def dense_models(workloads: list, model_spec: str | None) -> list[tuple[str, obj
 
     from .. import ptb
 
-    models = []
-    for w in dict.fromkeys(workloads):
+    models = {}  # by name: workloads that differ only in rank or ratio have one dense model
+    for w in workloads:
         if isinstance(w, DualWorkload):
-            model = torch.nn.Sequential(torch.nn.Linear(w.k, w.n), torch.nn.Tanh()).eval()
-            models.append((f"dense b{w.batch} n{w.n} k{w.k}", model, (torch.randn(w.batch, w.k),)))
+            name = f"dense b{w.batch} n{w.n} k{w.k}"
+            if name not in models:
+                model = torch.nn.Sequential(torch.nn.Linear(w.k, w.n), torch.nn.Tanh()).eval()
+                models[name] = (model, (torch.randn(w.batch, w.k),))
         elif w.input_size != w.hidden:  # the PTB models' layers; a step of other sizes has no model here
             raise SystemExit(f"--dense tunes PTB layer steps (input size = hidden), got {w.cell} hidden {w.hidden} "
                              f"input {w.input_size}; use --model for other recurrent models")
-        else:
+        elif f"{w.cell}-{w.hidden} layer step" not in models:
             config = ptb.LMConfig(cell=w.cell, hidden=w.hidden)
-            models.append((f"{w.cell}-{w.hidden} layer step", ptb.LayerStep(ptb.WordLM(config)),
-                           ptb.step_inputs(config, layer=True)))
+            models[f"{w.cell}-{w.hidden} layer step"] = (ptb.LayerStep(ptb.WordLM(config)), ptb.step_inputs(config, layer=True))
     if model_spec:
         model, inputs, _ = load_factory(model_spec)
         if inputs is None:
             raise SystemExit(f"--dense --model needs example inputs: {model_spec} returned only a model")
-        models.append((model_spec, model, inputs))
-    return models
+        models[model_spec] = (model, inputs)
+    return [(name, model, inputs) for name, (model, inputs) in models.items()]
 
 
 def _tune_dense(workloads: list, model_spec: str | None, target, args: argparse.Namespace) -> int:
