@@ -520,3 +520,35 @@ def test_the_reference_check_that_every_candidate_passes_before_it_is_timed():
     wrong.reshape(-1)[::20] += 0.5
     assert "5.0% of outputs differ from the reference" == check_outputs(wrong, rows, expected, w.rows)
     assert f"the reference reads {expected['rows']}" in check_outputs(y, rows + 5, expected, w.rows)
+
+
+class _InstantMeasurer:
+    """Times every candidate at 1 us without compiling it: the search's bookkeeping alone."""
+
+    name = "instant"
+
+    def __init__(self) -> None:
+        self.target, self.options = host_target(), MeasureOptions()
+
+    def measure(self, workload, batch):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(config=c, time_s=1e-6, error=None) for c in batch]
+
+
+def test_resuming_records_of_configurations_outside_todays_space(tmp_path):
+    """A knob value dropped from the space since the records were written (an older
+    parallel_projection_min, found in a skylake-avx512 log) once crashed the XGBoost search with a
+    KeyError; such records are measurements all the same, and the cost model learns from them."""
+    from tvm_dual.tuning.records import Record, append_records
+
+    measurer = _InstantMeasurer()
+    space = config_space()
+    today, dropped = space[:40], space[40:52]
+    log = tmp_path / "dual.jsonl"
+    append_records(log, [Record(WORKLOAD, target_to_string(measurer.target), c, 1e-5 * (1 + i), None, measurer.name,
+                                measurer.options.method) for i, c in enumerate(dropped)])
+    result = tune_dual_kernel(WORKLOAD, measurer, trials=6, batch_size=6, log_path=log, space=today, progress=False,
+                              confirm_rounds=0, verify_pairs=0)
+    assert result.resumed == len(dropped) and len(result.history) == 6
+    assert len(read_records(log)) == len(dropped) + 6

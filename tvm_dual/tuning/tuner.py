@@ -126,7 +126,7 @@ def tune_dual_kernel(
             break
         want = min(batch_size, trials - len(result.history), len(candidates))
         summary = _summaries(measured)
-        batch = _propose(strategy, model, candidates, feats, index, summary, want, epsilon, rng)
+        batch = _propose(strategy, model, candidates, feats, index, shape, summary, want, epsilon, rng)
         if default in candidates and default not in batch:
             batch = [default, *batch[: want - 1]]
         result.history += [m.time_s for m in run(batch)]
@@ -198,12 +198,16 @@ def _update_best(result: TuningResult, measured: dict) -> None:
         result.best_time_s = ok[result.best_config]
 
 
-def _propose(strategy, model, candidates, feats, index, measured, want, epsilon, rng) -> list[DualKernelConfig]:
+def _propose(strategy, model, candidates, feats, index, shape, measured, want, epsilon, rng) -> list[DualKernelConfig]:
     ok = [(c, t) for c, t in measured.items() if t is not None]
     if strategy == "random" or len(ok) < 8:
         picks = rng.choice(len(candidates), size=want, replace=False)
         return [candidates[i] for i in picks]
-    model.fit(feats[[index[c] for c, _ in ok]], np.array([t for _, t in ok]))
+    # resumed records may hold configurations outside today's space (a knob value since dropped,
+    # such as an older parallel_projection_min): still measurements of this kernel, so the model
+    # learns from them too, with features computed here
+    trained = np.stack([feats[index[c]] if c in index else features(c, shape) for c, _ in ok])
+    model.fit(trained, np.array([t for _, t in ok]))
     predicted = model.predict(feats[[index[c] for c in candidates]])
     n_explore = int(round(epsilon * want))
     order = list(np.argsort(predicted))
