@@ -43,19 +43,19 @@ def planned():
 
 
 def test_the_passes_are_public_names_of_tvm_dual_transform(planned):
-    _, plan = planned
-    assert isinstance(tvm_dual.transform.DualModuleRewrite(plan.plan), tvm.transform.Pass)
+    _, planned_model = planned
+    assert isinstance(tvm_dual.transform.DualModuleRewrite(planned_model.plan), tvm.transform.Pass)
     for name in tvm_dual.transform.__all__:
         assert getattr(tvm_dual.transform, name) is not None
 
 
 def test_dual_module_rewrite_in_a_users_own_pipeline_matches_compile_dual(planned):
-    model, plan = planned
+    model, planned_model = planned
     x = torch.randn(1, 37)
-    mod = tvm.transform.Sequential([tvm_dual.transform.DualModuleRewrite(plan.plan)])(own_import(model, x))
+    mod = tvm.transform.Sequential([tvm_dual.transform.DualModuleRewrite(planned_model.plan)])(own_import(model, x))
     assert dual_layers(mod) == ["0"]
     vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())  # TVM's own default pipeline
-    ours = tvm_dual.build_dual(plan)
+    ours = tvm_dual.build_dual(planned_model)
     largest_change = 0.0
     for _ in range(16):
         x = torch.randn(1, 37)
@@ -68,9 +68,9 @@ def test_dual_module_rewrite_in_a_users_own_pipeline_matches_compile_dual(planne
 
 
 def test_a_plan_for_other_weights_is_left_unused_with_a_warning_naming_its_layers(planned):
-    _, plan = planned
+    _, planned_model = planned
     other = own_import(mlp(1), torch.randn(1, 37))
     with pytest.warns(tvm_dual.DualCompileWarning, match=r"1 planned layer\(s\) not found.*'0'"):
-        mod = tvm_dual.transform.DualModuleRewrite(plan.plan)(other)
+        mod = tvm_dual.transform.DualModuleRewrite(planned_model.plan)(other)
     assert dual_layers(mod) == []
     assert tvm_ffi.structural_equal(mod, other)
