@@ -16,7 +16,7 @@ import tvm
 import tvm_ffi
 
 import tvm_dual
-from tvm_dual.target import host_target, target_to_string
+from tvm_dual.target import host_target, target_to_string, vector_bits
 from tvm_dual.tuning import (
     DualWorkload,
     LocalMeasurer,
@@ -69,15 +69,15 @@ def test_tune_resume_and_schedule_used_by_compile_dual(tmp_path):
     assert second.resumed == 10 and len(second.history) == 3 and len(records) >= 13 + 2 * 4
     assert len({r.config for r in records}) == 13
     default = WORKLOAD.default_config(host_target())
-    paired = [r for r in records if r.pair is not None and r.method == "cold"]
+    paired = [r for r in records if r.pair is not None and r.method == "read-cold"]
     assert all(r.error is None for r in paired), [r.error for r in paired]
     verified = {r.config for r in paired} - {default}
     assert len(verified) <= 3 and len(paired) == 2 * 8 * len(verified)  # 8 pairs per finalist, each with the default
     # a finalist that passed them was then timed warm against the default, 8 pairs too
-    guarded = {r.config for r in records if r.pair is not None and r.method == "warm"} - {default}
-    assert guarded <= verified and len([r for r in records if r.method == "warm"]) == 2 * 8 * len(guarded)
+    guarded = {r.config for r in records if r.pair is not None and r.method == "rotate-warm"} - {default}
+    assert guarded <= verified and len([r for r in records if r.method == "rotate-warm"]) == 2 * 8 * len(guarded)
     assert second.schedule == default or second.schedule in verified  # only a verified finalist replaces the defaults
-    best_times = [r.time_s for r in read_records(log) if r.config == second.best_config and r.method == "cold"]
+    best_times = [r.time_s for r in read_records(log) if r.config == second.best_config and r.method == "read-cold"]
     assert len(best_times) >= 3 and second.best_time_s == pytest.approx(float(np.median(best_times)))
 
     target = target_to_string(host_target())
@@ -386,15 +386,19 @@ def test_search_report_counts_trials_to_95_percent_and_renders_into_the_benchmar
         "machine": {"cpu_model": "CPU", "llvm_cpu": "test", "cpus": 2},
         "runs": [
             {"workload": "dual_dense/w@0.5", "strategy": "xgb", "history": [5e-5, 2e-5, 1e-5], "best_time_s": 1e-5, "resumed": 0},
-            {"workload": "dual_dense/w@0.5", "strategy": "random", "history": [5e-5, None, 3e-5, 2e-5], "best_time_s": 2e-5, "resumed": 0},
+            {"workload": "dual_dense/w@0.5", "strategy": "random", "history": [5e-5, None, 3e-5, 2e-5], "best_time_s": 2e-5, "resumed": 0,
+             "default_time_s": 5e-5, "schedule": "tuned",
+             "verification": [{"config": {}, "pairs": 32, "ratio": 1.01, "faster": 14, "passed": False},
+                              {"config": {}, "pairs": 32, "ratio": 0.9, "faster": 30, "passed": True, "warm_ratio": 0.98}]},
         ],
     }
     path = tmp_path / "tuning" / "search.json"
     path.parent.mkdir()
     path.write_text(json.dumps(report))
     text = render_document([path], tmp_path / "BENCHMARKS.md")
-    assert "| dual_dense/w@0.5 | xgb | 3 | 10.0 | 10.0 | 3 |" in text
-    assert "| dual_dense/w@0.5 | random | 4 | 20.0 | 20.0 | not in 4 |" in text
+    assert "| dual_dense/w@0.5 | xgb | 3 | 10.0 | 10.0 | 3 |  |  |  |" in text  # a report from before the pairs column
+    assert ("| dual_dense/w@0.5 | random | 4 | 20.0 | 20.0 | not in 4 | 50.0 "
+            "| 1.010 (14/32); 0.900 (30/32), warm 0.980 | tuned |") in text
     assert "`tvm-dual tune --strategy both`" in text and "![knob search](tuning/search.png)" in text
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -503,7 +507,6 @@ def test_the_reference_check_that_every_candidate_passes_before_it_is_timed():
     """measure._load_checked runs each candidate on the workload's inputs and refuses it, with the
     reason in its record, unless check_outputs passes: a kernel's true outputs pass, and wrong
     values in 5% of the outputs, or a row count off by more than threshold ties explain, do not."""
-    from tvm_dual.target import vector_bits
     from tvm_dual.tuning.workload import check_outputs
 
     target = host_target()
@@ -522,6 +525,45 @@ def test_the_reference_check_that_every_candidate_passes_before_it_is_timed():
     assert f"the reference reads {expected['rows']}" in check_outputs(y, rows + 5, expected, w.rows)
 
 
+def test_every_timed_call_gets_the_next_input_and_a_cold_one_evicted_caches():
+    """The tuner times a stream of inputs, as the benchmarks do: TVM's f_preproc hook gives each
+    timed call the next prepared input (another selection of rows) after the cache flush."""
+    import os.path
+
+    from tvm_dual.tuning import measure
+
+    target = host_target()
+    bits, config = vector_bits(target), WORKLOAD.default_config(target)
+    session = tvm.rpc.LocalSession()
+    builder = measure.Builder(target)  # its temporary directory lives as long as it does
+    library = builder.build(WORKLOAD, config)
+    session.upload(library)
+    lib = session.load_module(os.path.basename(library))
+    arrays, expected = WORKLOAD.arguments(config, bits)
+    dev = session.cpu(0)
+    args = measure._tensors(arrays, dev)
+    options = MeasureOptions(repeat=3)
+    measure._prepare_rotation(WORKLOAD, config, bits, options)
+    flushes = []
+    measure._rotation["flush"] = lambda: flushes.append(args[0].numpy().copy())  # instead of reading 128 MiB
+    measure._evaluator(lib, dev, options, 3)(*args)
+    variants = measure._rotation["inputs"]
+    assert len(variants) == measure.ROTATED_INPUTS and len(flushes) == 3
+    np.testing.assert_array_equal(flushes[1], variants[0][0])  # flushed, then the input replaced
+    np.testing.assert_array_equal(args[0].numpy(), variants[2][0])  # the third timed call's input
+    # and the kernel computed on it: its outputs are those of a call on that input, not the first one
+    fresh = measure._tensors([variants[2][0], *arrays[1:]], dev)
+    lib["dual"](*fresh)
+    np.testing.assert_array_equal(args[-2].numpy(), fresh[-2].numpy())
+    assert not np.allclose(args[-2].numpy(), expected["y"])
+    # the inputs are the workload's kind: about the ratio of their rows insensitive
+    rows = [int(args[-1].numpy()[0])]
+    for variant in variants[3:8]:
+        lib["dual"](*measure._tensors(variant, dev), *args[1:])
+        rows.append(int(args[-1].numpy()[0]))
+    assert all(0.25 * WORKLOAD.n < r < 0.75 * WORKLOAD.n for r in rows) and len(set(rows)) > 1, rows
+
+
 class _InstantMeasurer:
     """Times every candidate at 1 us without compiling it: the search's bookkeeping alone."""
 
@@ -534,6 +576,43 @@ class _InstantMeasurer:
         from types import SimpleNamespace
 
         return [SimpleNamespace(config=c, time_s=1e-6, error=None) for c in batch]
+
+
+class _ScriptedMeasurer(_InstantMeasurer):
+    """Times each candidate at a fixed multiple of 1 us, and a finalist against the defaults at a
+    fixed ratio cold and another warm: the tuner's verification bookkeeping without a compile."""
+
+    def __init__(self, times: dict, cold_ratios: dict, warm_ratios: dict) -> None:
+        super().__init__()
+        self.times, self.cold_ratios, self.warm_ratios = times, cold_ratios, warm_ratios
+
+    def measure(self, workload, batch):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(config=c, time_s=1e-6 * self.times[c], error=None) for c in batch]
+
+    def measure_pair(self, workload, a, b, pairs, options=None):
+        from tvm_dual.tuning.measure import PairedMeasurement
+
+        ratio = (self.cold_ratios if options is None or options.cold else self.warm_ratios)[a]
+        return PairedMeasurement((a, b), [(ratio * 1e-6 * self.times[b], 1e-6 * self.times[b])] * pairs)
+
+
+def test_the_search_reports_each_finalist_timed_against_the_defaults(tmp_path):
+    """The tune --report's 'tuned vs default, side by side' column: every verified finalist's
+    paired ratio cold, and warm for one that passed cold; the first that passes both ships."""
+    default = WORKLOAD.default_config(host_target())
+    fast, faster, slow = [c for c in config_space() if c != default][:3]
+    measurer = _ScriptedMeasurer({default: 10.0, fast: 8.0, faster: 7.0, slow: 12.0},
+                                 cold_ratios={faster: 0.7, fast: 0.8}, warm_ratios={faster: 1.3, fast: 1.0})
+    result = tune_dual_kernel(WORKLOAD, measurer, trials=4, batch_size=4, log_path=tmp_path / "log.jsonl",
+                              space=[default, fast, faster, slow], progress=False, verify_pairs=16)
+    assert result.default_time_s == pytest.approx(10e-6)
+    assert [(v["ratio"], v["faster"], v["pairs"], v.get("warm_ratio"), v["passed"]) for v in result.verification] == [
+        (pytest.approx(0.7), 16, 16, pytest.approx(1.3), False),  # faster cold, refused warm
+        (pytest.approx(0.8), 16, 16, pytest.approx(1.0), True),
+    ]
+    assert result.verification[0]["config"] == faster.to_dict() and result.schedule == fast
 
 
 def test_resuming_records_of_configurations_outside_todays_space(tmp_path):

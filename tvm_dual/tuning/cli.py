@@ -189,7 +189,9 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
                   f"({len(result.history)} new trials, {result.resumed} resumed, {time.time() - started:.0f} s); "
                   f"schedule: {shipped}")
             report.append({"workload": workload.key, "strategy": strategy, "history": result.history,
-                           "best_time_s": result.best_time_s, "resumed": result.resumed})
+                           "best_time_s": result.best_time_s, "resumed": result.resumed,
+                           "default_time_s": result.default_time_s, "verification": result.verification,
+                           "schedule": "tuned" if result.schedule not in (None, workload.default_config(target)) else "defaults"})
     if len(strategies) == 2:
         _compare(report)
     records = read_records(args.log) if os.path.exists(args.log) else []

@@ -113,6 +113,18 @@ class GateWorkload:
                                     little_compute=config.little_compute, vector_bits=vector_bits)
         return weights, little, inputs[64:], states[64:], lo, hi
 
+    def input_variants(self, config: DualKernelConfig, vector_bits: int, count: int, seed: int = 0) -> list[list[np.ndarray]]:
+        """`count` more leading inputs for arguments(seed)'s kernel ([x, h] fused, [h, x W_ih^T + b_ih]
+        hoisted), drawn as its own: each selects its own gate rows under its thresholds."""
+        rng = np.random.default_rng([seed, 1])
+        B, H, I, f32 = self.batch, self.hidden, self.input_size, np.float32
+        weights = None if self.fused else self._problem(seed, config, vector_bits)[0]
+        out = []
+        for _ in range(count):
+            x, h = rng.standard_normal((B, I)).astype(f32), np.tanh(rng.standard_normal((B, H))).astype(f32)
+            out.append([x, h] if self.fused else [h, (x @ weights.W_ih.T + weights.b_ih).astype(f32)])
+        return out
+
     def arguments(self, config: DualKernelConfig, vector_bits: int, seed: int = 0) -> tuple[list[np.ndarray], dict]:
         """Kernel arguments (inputs, weights, constants and zeroed outputs) and the reference result."""
         weights, little, x, h, lo, hi = self._problem(seed, config, vector_bits)

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -25,22 +25,35 @@ from .workload import DualWorkload, check_outputs, workload_from_dict
 
 @dataclass(frozen=True)
 class MeasureOptions:
-    """How a candidate is timed. cold (the default): every timed call starts with the kernel's
-    arguments other than the input flushed from the caches (TVM's cache_flush_cpu_non_first_arg,
-    as AutoTVM's enable_cpu_cache_flush), so the selected rows come from memory as in a stream of
-    real inputs; one call per repeat. Otherwise repeats of back-to-back calls on one input, whose
-    selected rows stay in the last-level cache: on the LSTM-750 gate kernel that ranked knobs
-    differently from rotating inputs (scripts/bench_gate_kernel.py), which is why cold is the default."""
+    """How a candidate is timed, one call per repeat. cold (the default): the caches are evicted
+    before every timed call, so the selected rows come from memory as in a stream of real inputs;
+    warm: they stay in the last-level cache. rotate (the default; method "read-cold" or
+    "rotate-warm"): each call gets the next of ROTATED_INPUTS inputs, and cold means a read of
+    FLUSH_BYTES first. Without rotate, the older methods on one input: "cold", TVM's
+    cache_flush_cpu_non_first_arg (as AutoTVM's enable_cpu_cache_flush), and "warm", repeats of
+    back-to-back calls, which on the LSTM-750 gate kernel ranked knobs differently from rotating
+    inputs (scripts/bench_gate_kernel.py)."""
 
     repeat: int = 15  # timed repeats; the median is the result
-    min_repeat_ms: int = 20  # warm mode: each repeat runs the kernel enough times to last this long
+    min_repeat_ms: int = 20  # warm mode without rotate: each repeat runs the kernel enough times to last this long
     warmup_ms: float = 100.0  # time-based warm-up (the second core needs ~0.1 s to wake)
     timeout_s: float = 60.0
     cold: bool = True
+    # Every timed call gets the next of ROTATED_INPUTS inputs, so another selection of rows, and a
+    # cold call follows a read of FLUSH_BYTES, as the benchmarks time a stream of real inputs
+    # (rotate_inputs, TVM's f_preproc hook). With one input and TVM's clflush of the arguments,
+    # which leaves the TLB and the page-table caches warm, tuned configurations that passed
+    # every paired check lost to the defaults in the benchmarks: on Zen 4 the LSTM-750 gate
+    # kernel's 0.94x cold / 0.99x warm winner took 1.34x / 1.17x the defaults' time with rotating
+    # inputs and a 128 MiB read (scripts/bench_gate_kernel.py, 1 thread; schedules/README.md).
+    # Only a local measurer rotates: an RPC server lacks the hook.
+    rotate: bool = True
 
     @property
     def method(self) -> str:
-        """What a record's time means; times of different methods are not compared."""
+        """What a record's time means (records.METHODS); times of different methods are not compared."""
+        if self.rotate:
+            return "read-cold" if self.cold else "rotate-warm"
         return "cold" if self.cold else "warm"
 
 
@@ -112,8 +125,57 @@ def _tensors(arrays: list[np.ndarray], dev) -> list:
     return [tvm.runtime.tensor(a, dev) for a in arrays]
 
 
+ROTATED_INPUTS = 16
+FLUSH_BYTES = 128 << 20  # four times the largest L3 of the CPUs measured here (32 MiB)
+ROTATE_HOOK = "tvm_dual.tuning.rotate_inputs"
+_rotation: dict = {}  # this worker's inputs to rotate, the next one's index, and the flush (if cold)
+
+
+def _rotate_inputs(*args) -> None:
+    """time_evaluator's f_preproc, before every timed call and outside the timed region: the
+    caches evicted by reading FLUSH_BYTES (cold), then the next input copied into the kernel's
+    input arguments (written last: a real call's input was just produced, so it is in cache)."""
+    if _rotation["flush"] is not None:
+        _rotation["flush"]()
+    variant = _rotation["inputs"][_rotation["next"] % len(_rotation["inputs"])]
+    _rotation["next"] += 1
+    for tensor, array in zip(args, variant):
+        tensor.copyfrom(array)
+
+
+def _parallel_flush():
+    """A read of FLUSH_BYTES by the bandwidth probe's parallel sum, one task per TVM thread. Read
+    so rather than by numpy, it leaves TVM's worker threads awake, as a kernel inside a model
+    finds them right after the previous parallel kernel: after a numpy read's milliseconds they
+    sleep, and a parallel kernel timed alone pays their wake-up. At two threads the demo MLP's
+    512 -> 256 layer's defaults took 58-65 us timed after a numpy read (26 us at one thread), and a
+    serial configuration that took 1.3-1.7x their time at one thread looked 0.55x theirs; it was
+    no faster in the compiled model (Zen 4, scratch, 2026-12-04)."""
+    from ..bench.bandwidth import LANES, stream_sum_kernel
+
+    tasks = max(1, int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1))
+    args = (tvm.runtime.tensor(np.ones(FLUSH_BYTES // 4, np.float32)), tvm.runtime.tensor(np.zeros((tasks, LANES), np.float32)))
+    kernel = stream_sum_kernel()
+    return lambda: kernel(*args)
+
+
+def _prepare_rotation(w, config: DualKernelConfig, bits: int, options: MeasureOptions) -> None:
+    if not options.rotate:
+        return
+    if "flusher" not in _rotation:
+        tvm.register_global_func(ROTATE_HOOK, _rotate_inputs, override=True)
+        _rotation["flusher"] = _parallel_flush()
+    _rotation.update(inputs=w.input_variants(config, bits, ROTATED_INPUTS), next=0,
+                     flush=_rotation["flusher"] if options.cold else None)
+
+
 def _evaluator(lib, dev, options: MeasureOptions, repeat: int):
-    timing = {"f_preproc": "cache_flush_cpu_non_first_arg"} if options.cold else {"min_repeat_ms": int(options.min_repeat_ms)}
+    if options.rotate:
+        timing = {"f_preproc": ROTATE_HOOK}
+    elif options.cold:
+        timing = {"f_preproc": "cache_flush_cpu_non_first_arg"}
+    else:
+        timing = {"min_repeat_ms": int(options.min_repeat_ms)}
     return lib.time_evaluator("dual", dev, number=1, repeat=repeat, **timing)
 
 
@@ -131,9 +193,11 @@ def measure_in_session(
     from .space import config_from_dict  # imported here: this runs inside fresh worker processes
 
     w = workload_from_dict(workload, kernel)
-    lib, args, problem = _load_checked(session, library, w, config_from_dict(config), bits)
+    config = config_from_dict(config)
+    lib, args, problem = _load_checked(session, library, w, config, bits)
     if problem:
         return None, problem
+    _prepare_rotation(w, config, bits, options)
     _warm_up([lambda: lib["dual"](*args)], options)
     return float(np.median(_evaluator(lib, session.cpu(0), options, options.repeat)(*args).results)), None
 
@@ -163,6 +227,7 @@ def measure_pair_in_session(
     for j in (1, 0):  # the same arguments, allocated the other way round
         second[j] = _tensors(w.arguments(sides[j], bits)[0], dev)
     argument_sets = (first, second)
+    _prepare_rotation(w, sides[0], bits, options)  # inputs do not depend on the knobs
     evaluators = [_evaluator(lib, dev, options, PAIR_CALLS) for lib in libs]
     _warm_up([lambda j=j, a=a: libs[j]["dual"](*a[j]) for a in argument_sets for j in (0, 1)], options)
     times = []
@@ -285,7 +350,7 @@ class RPCMeasurer(_Measurer):
         options: MeasureOptions = MeasureOptions(),
     ) -> None:
         self.target = target
-        self.options = options
+        self.options = replace(options, rotate=False)  # the server has no rotate_inputs hook
         self.builder = Builder(target)
         self.tracker = (tracker_host, tracker_port)
         self.key = key

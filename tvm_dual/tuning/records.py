@@ -1,7 +1,7 @@
 """Tuning records: one JSON object per line, every measured candidate, append-only.
 
 A record: {"kernel", "workload" (key), "workload_params", "target", "config", "time_s" (median
-seconds, null on failure), "error", "measurer", "method" ("cold" or "warm", MeasureOptions),
+seconds, null on failure), "error", "measurer", "method" (METHODS, MeasureOptions),
 "tvm_version", "tvm_dual_version", "timestamp"}, and for a side of a verification pair "pair": an
 id the pair's two records share (tuner.py; schedules.distill compares such records pair by pair).
 "kernel" is the kernel family ("dual_dense", "dual_gates").
@@ -28,7 +28,13 @@ from .space import config_from_dict
 from .workload import DualWorkload, workload_from_dict
 
 
-METHODS = ("cold", "warm")  # preferred first: a cold-cache time is what a stream of real inputs sees
+# How a record's time was measured (MeasureOptions.method), preferred first: "read-cold" and
+# "rotate-warm" give every call another input, so another selection of rows, and "read-cold"
+# evicts the caches by reading 128 MiB before each call, as the benchmarks time a stream of real
+# inputs; "cold" (TVM's clflush of the arguments, one input) and "warm" (one input, back to back)
+# are the older methods, still written over RPC, whose servers cannot rotate inputs.
+METHODS = ("read-cold", "cold", "rotate-warm", "warm")
+WARM_OF = {"read-cold": "rotate-warm", "cold": "warm"}  # the warm guard's method for a cold search
 
 
 class TuningLogWarning(UserWarning):

@@ -20,7 +20,7 @@ import tvm
 
 from ..kernels.dual_dense import DualDenseShape, DualKernelConfig
 from ..target import resolve_target
-from .records import METHODS, Record, check_method
+from .records import METHODS, WARM_OF, Record, check_method
 from .space import config_from_dict
 from .workload import DualWorkload, workload_from_dict
 
@@ -132,7 +132,7 @@ def distill(records: list[Record], target: str) -> dict[str, ScheduleEntry]:
         default = entry.workload.default_config(defaults_target)
         default_times = times.get((key, method, default), [])
         verified = paired_ratios(pairs.get((key, method), {}), default)
-        warm_guard = paired_ratios(pairs.get((key, "warm"), {}), default) if method == "cold" else {}
+        warm_guard = paired_ratios(pairs.get((key, WARM_OF[method]), {}), default) if method in WARM_OF else {}
         if verified:
             passed = [c for c, ratios in verified.items() if beats_defaults(ratios) and not loses_warm(warm_guard.get(c, []))]
             choice = min(passed, key=lambda c: float(np.median(times[(key, method, c)]))) if passed else default

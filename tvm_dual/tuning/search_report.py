@@ -36,6 +36,21 @@ def _workloads(report: dict[str, Any]) -> dict[str, dict[str, dict]]:
     return by_workload
 
 
+def _verification(run: dict[str, Any]) -> str:
+    """'0.97 (21/32), warm 1.12; 1.01 (14/32)': each finalist's paired ratios; '' in reports before them."""
+    if "verification" not in run:
+        return ""
+    if not run["verification"]:
+        return "none beat the defaults' median"
+    cells = []
+    for v in run["verification"]:
+        cell = f"{v['ratio']:.3f} ({v['faster']}/{v['pairs']})"
+        if "warm_ratio" in v:
+            cell += f", warm {v['warm_ratio']:.3f}"
+        cells.append(cell)
+    return "; ".join(cells)
+
+
 def render_search(report: dict[str, Any], image: str | None, source: str) -> str:
     machine = report.get("machine") or {}
     lines = [
@@ -50,9 +65,17 @@ def render_search(report: dict[str, Any], image: str | None, source: str) -> str
         "defaults were already within 5% of the best. 'Trials to 95%': the "
         "first trial after which the search's best-so-far measurement is within 5% of the best time "
         "either search ended with (a median over its confirmation and verification measurements).",
+        "- Tuned vs default, side by side: each finalist whose median beat the defaults' (three at most) "
+        "was timed against the defaults in one process, alternating, in pairs of cold calls; the table "
+        "gives its median tuned / default time over the pairs and how many pairs it won, then, for a "
+        "finalist that passed (median at most 0.95 and a one-sided sign test at 5%), the same timed warm. "
+        "'Verdict': the search's schedule for the shape, a finalist that passed both or the defaults "
+        "(schedules/README.md says what shipped after the checks outside the tuner). Blank: a report "
+        "from before these columns (2026-12-04).",
         "",
-        "| workload | strategy | trials | fastest single measurement µs | ended with (median) µs | trials to 95% |",
-        "|---|---|---:|---:|---:|---:|",
+        "| workload | strategy | trials | fastest single measurement µs | ended with (median) µs | trials to 95% "
+        "| defaults (median) µs | finalists / defaults in pairs | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for key, runs in _workloads(report).items():
         best = min((r["best_time_s"] for r in runs.values() if r.get("best_time_s")), default=None)
@@ -62,7 +85,9 @@ def render_search(report: dict[str, Any], image: str | None, source: str) -> str
             best_us = f"{1e6 * np.nanmin(curve):.1f}" if curve.size and not np.all(np.isnan(curve)) else ""
             reached = str(hit) if hit else f"not in {len(run['history'])}"
             ended = f"{1e6 * run['best_time_s']:.1f}" if run.get("best_time_s") else ""
-            lines.append(f"| {key} | {strategy} | {len(run['history'])} | {best_us} | {ended} | {reached} |")
+            default = f"{1e6 * run['default_time_s']:.1f}" if run.get("default_time_s") else ""
+            lines.append(f"| {key} | {strategy} | {len(run['history'])} | {best_us} | {ended} | {reached} | {default} "
+                         f"| {_verification(run)} | {run.get('schedule', '')} |")
     lines.append("")
     if image:
         lines += [f"![knob search]({image})", ""]

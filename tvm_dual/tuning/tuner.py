@@ -35,6 +35,8 @@ class TuningResult:
     history: list[float | None] = field(default_factory=list)  # time of each trial, in order (None: failed)
     resumed: int = 0  # records taken over from the log
     schedule: DualKernelConfig | None = None  # distilled from the records: a verified finalist, or the defaults
+    default_time_s: float | None = None  # median of the untuned defaults' measurements in this search
+    verification: list[dict] = field(default_factory=list)  # per finalist timed against the defaults in pairs
 
     def trials_to_fraction(self, fraction: float = 0.95, reference_s: float | None = None) -> int | None:
         """Trials until a candidate within `fraction` of the reference speed (default: this run's best)."""
@@ -163,9 +165,12 @@ def tune_dual_kernel(
                 log([Record(workload, target, finalist, None, paired.error, measurer.name, method)])
                 continue
             log(pair_records(paired, method))
-            if not beats_defaults(paired.ratios):
+            verdict = {"config": finalist.to_dict(), "pairs": len(paired.ratios), "ratio": float(np.median(paired.ratios)),
+                       "faster": sum(r < 1 for r in paired.ratios), "passed": beats_defaults(paired.ratios)}
+            result.verification.append(verdict)
+            if not verdict["passed"]:
                 continue
-            if method != "cold":
+            if not measurer.options.cold:
                 break
             guard = measurer.measure_pair(workload, finalist, default, verify_pairs, options=warm)
             # not through log(): warm times are not this search's measurements
@@ -174,8 +179,12 @@ def tune_dual_kernel(
             if log_path:
                 append_records(log_path, guard_records)
             records.extend(guard_records)
+            if not guard.error:
+                verdict["warm_ratio"] = float(np.median(guard.ratios))
+                verdict["passed"] = not loses_warm(guard.ratios)
             if guard.error or not loses_warm(guard.ratios):  # a failed guard refuses nothing: distill cannot tell
                 break
+    result.default_time_s = _successful(measured).get(default)
     entry = distill(records, target).get(workload.shape_key)
     result.schedule = entry.config if entry else None
     return result

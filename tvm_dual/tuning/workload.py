@@ -94,6 +94,13 @@ class DualWorkload:
             x=rng.standard_normal((self.batch, k)).astype(np.float32),
         )
 
+    def input_variants(self, config: DualKernelConfig, vector_bits: int, count: int, seed: int = 0) -> list[list[np.ndarray]]:
+        """`count` more inputs for arguments(seed)'s kernel, drawn as its own: under its thresholds
+        each selects its own rows, about the workload's ratio of them insensitive (measure.py
+        rotates them through the timed calls)."""
+        rng = np.random.default_rng([seed, 1])
+        return [[rng.standard_normal((self.batch, self.k)).astype(np.float32)] for _ in range(count)]
+
     def arguments(self, config: DualKernelConfig, vector_bits: int, seed: int = 0) -> tuple[list[np.ndarray], dict]:
         """Kernel arguments (inputs, constants and zeroed outputs), and the numpy reference result."""
         p = self.little_parameters(seed)
