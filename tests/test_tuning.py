@@ -525,6 +525,13 @@ def test_the_reference_check_that_every_candidate_passes_before_it_is_timed():
     assert f"the reference reads {expected['rows']}" in check_outputs(y, rows + 5, expected, w.rows)
 
 
+def test_a_configuration_paired_with_itself_is_an_error_not_a_worker_crash():
+    measurer = LocalMeasurer(host_target(), FAST)
+    default = WORKLOAD.default_config(host_target())
+    paired = measurer.measure_pair(WORKLOAD, default, default, pairs=2)
+    assert paired.times_s == [] and "paired with itself" in paired.error
+
+
 def test_every_timed_call_gets_the_next_input_and_a_cold_one_evicted_caches():
     """The tuner times a stream of inputs, as the benchmarks do: TVM's f_preproc hook gives each
     timed call the next prepared input (another selection of rows) after the cache flush."""

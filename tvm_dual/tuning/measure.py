@@ -286,6 +286,8 @@ class _Measurer:
     ) -> PairedMeasurement:
         """a and b timed alternately in one process (measure_pair_in_session); `options` replaces
         the measurer's own for this measurement (the tuner's warm guard)."""
+        if a == b:  # one library loaded twice into a worker crashed it (dlsym, segfault)
+            return PairedMeasurement((a, b), [], f"{a} paired with itself: nothing to compare")
         built = [self._build(workload, c) for c in (a, b)]
         errors = [error for _, error in built if error]
         if errors:
