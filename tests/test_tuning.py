@@ -622,6 +622,29 @@ def test_the_search_reports_each_finalist_timed_against_the_defaults(tmp_path):
     assert result.verification[0]["config"] == faster.to_dict() and result.schedule == fast
 
 
+def test_a_finalist_is_judged_by_its_pairs_at_every_thread_count_verified(tmp_path):
+    """A finalist that beats the defaults at the tuning thread count but not at another (verify_measurers)
+    is refused, in the tuner and when the log is distilled again."""
+    from tvm_dual.tuning.records import read_records
+
+    default = WORKLOAD.default_config(host_target())
+    fast, faster = [c for c in config_space() if c != default][:2]
+    times = {default: 10.0, fast: 8.0, faster: 7.0}
+    two = _ScriptedMeasurer(times, cold_ratios={faster: 0.9, fast: 0.8}, warm_ratios={faster: 1.0, fast: 1.0})
+    one = _ScriptedMeasurer(times, cold_ratios={faster: 1.2, fast: 0.9}, warm_ratios={})
+    one.name = "instant, one thread"
+    log = tmp_path / "log.jsonl"
+    result = tune_dual_kernel(WORKLOAD, two, trials=3, batch_size=3, log_path=log, space=[default, fast, faster],
+                              progress=False, verify_pairs=16, verify_measurers=[one])
+    first, second = result.verification
+    assert first["config"] == faster.to_dict() and not first["passed"] and first["pairs"] == 32
+    assert first["by_measurer"] == {"instant": pytest.approx(0.9), "instant, one thread": pytest.approx(1.2)}
+    assert second["passed"] and second["ratio"] == pytest.approx(0.85) and result.schedule == fast
+    records = read_records(log)
+    assert {r.measurer for r in records if r.pair is not None} == {"instant", "instant, one thread"}
+    assert distill(records, target_to_string(host_target()))[WORKLOAD.shape_key].config == fast
+
+
 def test_resuming_records_of_configurations_outside_todays_space(tmp_path):
     """A knob value dropped from the space since the records were written (an older
     parallel_projection_min, found in a skylake-avx512 log) once crashed the XGBoost search with a

@@ -134,6 +134,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--verify-pairs", type=int, default=32,
                      help="pairs in which a finalist is timed against the defaults before it may replace them (0: off)")
+    how.add_argument("--verify-threads", type=int, nargs="*", default=None, metavar="N",
+                     help="local measurement: other thread counts at which each finalist is also timed in pairs "
+                     "(default: 1 when tuning at more; none: --verify-threads with no value)")
     where = parser.add_argument_group("records and measurement")
     where.add_argument("--log", default=str(REPO / "tuning_logs" / "dual_dense.jsonl"), help="records (JSON lines), resumed")
     where.add_argument("--schedules", default=str(REPO / "schedules"), help="directory for the distilled schedules")
@@ -169,6 +172,11 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         measurer = RPCMeasurer(target, host, int(port), args.rpc_key, args.parallel, options)
     else:
         measurer = LocalMeasurer(target, options, threads=args.threads)
+    verify_threads = ([] if args.rpc_tracker else [1]) if args.verify_threads is None else args.verify_threads
+    if args.rpc_tracker and verify_threads:
+        raise SystemExit("--verify-threads measures locally; it cannot be combined with --rpc-tracker")
+    verify_measurers = [LocalMeasurer(target, options, threads=n) for n in dict.fromkeys(verify_threads)
+                        if n != measurer.threads]
     strategies = ["xgb", "random"] if args.strategy == "both" else [args.strategy]
     report = []
     for workload in workloads:
@@ -180,7 +188,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
             result = tune_dual_kernel(
                 workload, measurer, trials=args.trials, minutes=args.minutes, strategy=strategy,
                 batch_size=args.batch_size, log_path=log, seed=args.seed, resume=not comparing,
-                verify_pairs=args.verify_pairs,
+                verify_pairs=args.verify_pairs, verify_measurers=verify_measurers,
             )
             best = "none" if result.best_time_s is None else f"{1e6 * result.best_time_s:.1f} us"
             shipped = {result.best_config: "the best", workload.default_config(target): "the defaults"}.get(

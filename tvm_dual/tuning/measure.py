@@ -152,9 +152,14 @@ def _parallel_flush():
     serial configuration that took 1.3-1.7x their time at one thread looked 0.55x theirs; it was
     no faster in the compiled model (Zen 4, scratch, 2026-12-04)."""
     from ..bench.bandwidth import LANES, stream_sum_kernel
+    from ..huge_pages import collapse
 
     tasks = max(1, int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1))
     args = (tvm.runtime.tensor(np.ones(FLUSH_BYTES // 4, np.float32)), tvm.runtime.tensor(np.zeros((tasks, LANES), np.float32)))
+    # on 2 MiB pages, as numpy's buffer of the benchmarks' flush is: read over 4 KiB pages it also
+    # evicted the page-table entries of the kernel's small buffers, which then cost it a page walk
+    # each (a 200 x 96 layer's defaults: 17 us cold at one thread, 6 us under clflush)
+    collapse(args[0].data_ptr(), FLUSH_BYTES)
     kernel = stream_sum_kernel()
     return lambda: kernel(*args)
 

@@ -45,6 +45,8 @@ def _verification(run: dict[str, Any]) -> str:
     cells = []
     for v in run["verification"]:
         cell = f"{v['ratio']:.3f} ({v['faster']}/{v['pairs']})"
+        if len(v.get("by_measurer", {})) > 1:
+            cell += " [" + ", ".join(f"{name} {ratio:.3f}" for name, ratio in v["by_measurer"].items()) + "]"
         if "warm_ratio" in v:
             cell += f", warm {v['warm_ratio']:.3f}"
         cells.append(cell)
@@ -66,8 +68,9 @@ def render_search(report: dict[str, Any], image: str | None, source: str) -> str
         "first trial after which the search's best-so-far measurement is within 5% of the best time "
         "either search ended with (a median over its confirmation and verification measurements).",
         "- Tuned vs default, side by side: each finalist whose median beat the defaults' (three at most) "
-        "was timed against the defaults in one process, alternating, in pairs of cold calls; the table "
-        "gives its median tuned / default time over the pairs and how many pairs it won, then, for a "
+        "was timed against the defaults in one process, alternating, in pairs of cold calls (in brackets, "
+        "per measurer where it was also timed at other thread counts); the table gives its median tuned / "
+        "default time over all the pairs and how many pairs it won, then, for a "
         "finalist that passed (median at most 0.95 and a one-sided sign test at 5%), the same timed warm. "
         "'Verdict': the search's schedule for the shape, a finalist that passed both or the defaults "
         "(schedules/README.md says what shipped after the checks outside the tuner). Blank: a report "
