@@ -71,9 +71,10 @@ void GATHER_DOT(const float* W, int stride, int K, const float* x, float* y, con
 }
 """
 # The same with 512-bit vectors and one accumulator per row, as the kernels' 16-lane default holds
-# them: on Zen 4 (2026-12-04) 12 or 16 rows in flight read the rows ~10% faster than the AVX2
-# gather, and software prefetch of the next group's rows (every line, a quarter of them, or the
-# first kilobyte) and prefetch 2 KiB ahead in the current rows only slowed it (scratch C, 200 rounds).
+# them. On Zen 4 (2026-12-04) a stand-alone C program read the rows ~10% faster with it and 12 rows
+# in flight than with the AVX2 gather, but in this script's runs it was no faster (docs/RESULTS.md);
+# software prefetch of the next group's rows (every line, a quarter of them, or the first kilobyte)
+# and 2 KiB ahead in the current rows only slowed that program (200 rounds).
 C_GATHER_512 = r"""
 __attribute__((target("avx512f,avx2,fma")))
 void GATHER_DOT(const float* W, int stride, int K, const float* x, float* y, const int* idx, int cnt) {

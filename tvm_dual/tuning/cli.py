@@ -180,6 +180,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     strategies = ["xgb", "random"] if args.strategy == "both" else [args.strategy]
     report = []
     for workload in workloads:
+        default = workload.default_config(target)
         for strategy in strategies:
             # a comparison starts both strategies from nothing, and keeps their records apart
             comparing = len(strategies) == 2
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
                 verify_pairs=args.verify_pairs, verify_measurers=verify_measurers,
             )
             best = "none" if result.best_time_s is None else f"{1e6 * result.best_time_s:.1f} us"
-            shipped = {result.best_config: "the best", workload.default_config(target): "the defaults"}.get(
+            shipped = {result.best_config: "the best", default: "the defaults"}.get(
                 result.schedule, str(result.schedule))
             print(f"{workload.key} [{strategy}]: best {best} with {result.best_config} "
                   f"({len(result.history)} new trials, {result.resumed} resumed, {time.time() - started:.0f} s); "
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
             report.append({"workload": workload.key, "strategy": strategy, "history": result.history,
                            "best_time_s": result.best_time_s, "resumed": result.resumed,
                            "default_time_s": result.default_time_s, "verification": result.verification,
-                           "schedule": "tuned" if result.schedule not in (None, workload.default_config(target)) else "defaults"})
+                           "schedule": "tuned" if result.schedule not in (None, default) else "defaults"})
     if len(strategies) == 2:
         _compare(report)
     records = read_records(args.log) if os.path.exists(args.log) else []
